@@ -1,0 +1,213 @@
+"""Convolution building blocks over cached_conv, streamable and TorchScript-able.
+
+Every block takes the same three keyword arguments:
+
+* ``causal``: pad on the left only. The model then never looks ahead, and its streaming
+  version has no delay beyond the PQMF's. Otherwise padding is centred (better quality,
+  but each layer's look-ahead becomes delay when streaming).
+* ``streaming``: build with cached_conv's cached convolutions. The zero padding on the
+  left is replaced by the end of the previous call, so a signal fed in chunks gives the
+  same output as in one call; the look-ahead is turned into a delay.
+* ``cumulative_delay``: the delay (in frames at the block's input rate) that the streaming
+  version has already accumulated before this block. A strided convolution adds to it
+  just enough to keep its output frames aligned with the non-streaming ones.
+
+and exposes ``cumulative_delay``: the delay of its streaming output with respect to its
+non-streaming output, in frames at the block's output rate. Streaming and non-streaming
+versions share parameter names, so one state dict loads into both.
+
+Convolutions use weight normalisation (a parametrization) during training;
+:func:`remove_weight_norm` folds it into plain weights before TorchScript export.
+"""
+from typing import List
+
+import cached_conv as cc
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+
+def conv1d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    causal: bool = False,
+    streaming: bool = False,
+    cumulative_delay: int = 0,
+    weight_norm: bool = True,
+) -> nn.Module:
+    """A 1-d convolution ``[B, H_in, T] -> [B, H_out, T / stride]`` (T a multiple of stride).
+
+    Padding keeps ``T / stride`` output frames: ``(k - 1) * dilation`` samples in all,
+    on the left when ``causal``, else split with the extra sample on the right.
+    """
+    padding = cc.get_padding(kernel_size, stride, dilation, mode="causal" if causal else "centered")
+    conv_class = cc.CachedConv1d if streaming else cc.Conv1d
+    conv = conv_class(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        dilation=dilation,
+        padding=padding,
+        cumulative_delay=cumulative_delay,
+    )
+    if not streaming:
+        # cc.Conv1d does not track delay; the non-streaming twin of a layer reports what
+        # its streaming version would, so that delays can be computed without building it.
+        conv.cumulative_delay = streaming_delay(padding[1], stride, cumulative_delay)
+    if weight_norm:
+        conv = nn.utils.parametrizations.weight_norm(conv)
+    return conv
+
+
+def streaming_delay(right_padding: int, stride: int, cumulative_delay: int) -> int:
+    """Output delay of a cached convolution, in output frames (see module docstring).
+
+    The look-ahead ``right_padding`` becomes delay; the input's own delay is rounded up to
+    a multiple of ``stride`` so that output frames stay aligned.
+    """
+    total = right_padding + cumulative_delay
+    return (total + (stride - total % stride) % stride) // stride
+
+
+def remove_weight_norm(module: nn.Module) -> nn.Module:
+    """Fold every weight-norm parametrization under ``module`` into a plain weight (in place)."""
+    for child in module.modules():
+        if parametrize.is_parametrized(child, "weight"):
+            parametrize.remove_parametrizations(child, "weight", leave_parametrized=True)
+    return module
+
+
+class Snake(nn.Module):
+    """Snake activation ``x + sin(alpha x)^2 / alpha`` with a learned ``alpha`` per channel.
+
+    A periodic inductive bias that helps networks keep harmonic structure (Ziyin et al.,
+    2020; used by BigVGAN and DAC). ``[B, H, T] -> [B, H, T]``.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        alpha = self.alpha
+        return x + torch.sin(alpha * x).pow(2) / (alpha + 1e-9)
+
+
+def activation(name: str, channels: int) -> nn.Module:
+    """``"leaky_relu"`` (slope 0.2), ``"snake"`` or ``"silu"``."""
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.2)
+    if name == "snake":
+        return Snake(channels)
+    if name == "silu":
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {name!r}; expected 'leaky_relu', 'snake' or 'silu'")
+
+
+class DelayLine(nn.Module):
+    """Delay ``[B, H, T]`` by a fixed number of frames, carried across calls (streaming only).
+
+    Used to keep parallel branches aligned when one of them has more look-ahead. In a
+    non-streaming model it is the identity.
+    """
+
+    def __init__(self, delay: int, streaming: bool):
+        super().__init__()
+        self.delay = cc.CachedPadding1d(delay, crop=True) if streaming and delay > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.delay(x)
+
+
+class ResidualUnit(nn.Module):
+    """``x + conv1x1(act(conv_k,dilated(act(x))))``: ``[B, H, T] -> [B, H, T]``."""
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        dilation: int,
+        *,
+        activation_name: str = "leaky_relu",
+        causal: bool = False,
+        streaming: bool = False,
+        cumulative_delay: int = 0,
+    ):
+        super().__init__()
+        dilated = conv1d(channels, channels, kernel_size, dilation=dilation, causal=causal,
+                         streaming=streaming, cumulative_delay=cumulative_delay)
+        pointwise = conv1d(channels, channels, 1, streaming=streaming,
+                           cumulative_delay=dilated.cumulative_delay)
+        self.branch = nn.Sequential(
+            activation(activation_name, channels), dilated, activation(activation_name, channels), pointwise
+        )
+        self.cumulative_delay = pointwise.cumulative_delay
+        self.skip = DelayLine(self.cumulative_delay - cumulative_delay, streaming)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.skip(x) + self.branch(x)
+
+
+class ResidualStack(nn.Module):
+    """Residual units with growing dilations (e.g. 1, 3, 9): ``[B, H, T] -> [B, H, T]``."""
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        dilations: List[int],
+        *,
+        activation_name: str = "leaky_relu",
+        causal: bool = False,
+        streaming: bool = False,
+        cumulative_delay: int = 0,
+    ):
+        super().__init__()
+        units = []
+        for dilation in dilations:
+            unit = ResidualUnit(channels, kernel_size, dilation, activation_name=activation_name,
+                                causal=causal, streaming=streaming, cumulative_delay=cumulative_delay)
+            cumulative_delay = unit.cumulative_delay
+            units.append(unit)
+        self.units = nn.Sequential(*units)
+        self.cumulative_delay = cumulative_delay
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.units(x)
+
+
+class Upsample(nn.Module):
+    """Sub-pixel upsampling: a convolution to ``H_out * r`` channels, then channels to time.
+
+    ``[B, H_in, T] -> [B, H_out, T * r]``. Unlike a transposed convolution it has no
+    overlapping kernels (no checkerboard artefacts) and streams like any convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        ratio: int,
+        kernel_size: int = 3,
+        *,
+        causal: bool = False,
+        streaming: bool = False,
+        cumulative_delay: int = 0,
+    ):
+        super().__init__()
+        self.ratio = ratio
+        self.out_channels = out_channels
+        self.conv = conv1d(in_channels, out_channels * ratio, kernel_size, causal=causal,
+                           streaming=streaming, cumulative_delay=cumulative_delay)
+        self.cumulative_delay = self.conv.cumulative_delay * ratio
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)  # [B, H_out * r, T]
+        batch, frames = y.shape[0], y.shape[-1]
+        y = y.reshape(batch, self.out_channels, self.ratio, frames)  # [B, H_out, r, T]
+        return y.transpose(2, 3).reshape(batch, self.out_channels, frames * self.ratio)  # [B, H_out, T * r]
