@@ -1,0 +1,48 @@
+"""Shared pytest fixtures.
+
+nn_client (tools/nn_client) is compiled once per libtorch and cached in
+.cache/nn_client/<version>/ (about a minute of g++ the first time, then instant), so export
+tests can take the binary from these session fixtures:
+
+    def test_export_runs_in_nn_tilde(nn_client_bin, tmp_path):
+        res = run_nn_client(path, "--strict", "--threads", "1", binary=nn_client_bin)
+        assert parse_report(res.stdout).ok, res.stdout
+
+Environment:
+  RAVE_DDSP_NO_NN_CLIENT=1      skip every nn_client test (no C++ compiler)
+  RAVE_DDSP_LIBTORCH_COMPAT=1   also run the libtorch 2.5.1 (nn~ 1.6.0) tests: the first
+                                run downloads ~906 MB from PyPI and builds a second client
+                                (~2 min in all). They also run when .cache/libtorch-2.5.1
+                                is already there (scripts/check_libtorch_compat.py fills it).
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:               # rave_ddsp importable without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+from rave_ddsp.testing import nn_client as _nnc  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def nn_client_bin() -> Path:
+    """nn_client built against this Python's torch (the one models are exported with)."""
+    if os.environ.get("RAVE_DDSP_NO_NN_CLIENT") == "1":
+        pytest.skip("RAVE_DDSP_NO_NN_CLIENT=1")
+    return _nnc.build_nn_client()
+
+
+@pytest.fixture(scope="session")
+def nn_client_251() -> Path:
+    """nn_client built against libtorch 2.5.1, the runtime inside nn~ 1.6.0 (opt-in)."""
+    if os.environ.get("RAVE_DDSP_NO_NN_CLIENT") == "1":
+        pytest.skip("RAVE_DDSP_NO_NN_CLIENT=1")
+    cached = (_nnc.cache_dir() / "libtorch-2.5.1" / ".complete").is_file()
+    if os.environ.get("RAVE_DDSP_LIBTORCH_COMPAT") != "1" and not cached:
+        pytest.skip("libtorch 2.5.1 not fetched: set RAVE_DDSP_LIBTORCH_COMPAT=1 "
+                    "or run scripts/check_libtorch_compat.py --self-test")
+    return _nnc.build_nn_client(_nnc.ensure_libtorch("2.5.1"))
