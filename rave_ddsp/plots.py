@@ -15,8 +15,14 @@ from matplotlib.figure import Figure  # noqa: E402
 
 
 def log_spectrogram(audio: np.ndarray, n_fft: int = 2048, hop: int = 256) -> np.ndarray:
-    """``[T]`` audio -> ``[F, frames]`` magnitude in dB (Hann window, 1e-5 floor)."""
+    """``[T]`` audio -> ``[F, frames]`` magnitude in dB (Hann window, 1e-5 floor).
+
+    Signals shorter than ``n_fft`` get a shorter window (the largest power of two that fits).
+    """
     signal = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+    while n_fft > 16 and n_fft > signal.shape[-1]:
+        n_fft //= 2
+    hop = min(hop, n_fft // 4)
     spec = torch.stft(signal, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
     return (20 * torch.log10(spec + 1e-5)).numpy()
 

@@ -1,0 +1,151 @@
+"""The LightningModule: shapes, both training phases, losses, latent statistics."""
+import math
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from rave_ddsp.encoder import kl_divergence, reparametrize
+from rave_ddsp.latent import LatentStatistics, latent_size_for_fidelity
+from rave_ddsp.model import RAVE, NonFiniteLossError, beta_schedule
+
+TINY = dict(sample_rate=16000, n_bands=4, latent_size=4, hidden_channels=(8, 16, 16), ratios=(4, 2), dilations=(1, 3),
+            noise_ratios=(2, 2), full_band_ffts=(256, 64), band_ffts=(32,), discriminators=("multi_scale",),
+            discriminator_capacity_scale=0.0625, beta_warmup_steps=4)
+HOP = 4 * 4 * 2
+
+
+def tiny_model(**overrides) -> RAVE:
+    torch.manual_seed(0)
+    return RAVE(**{**TINY, **overrides})
+
+
+def fit(model: RAVE, steps: int, channels: int = 1, length: int = 16 * HOP) -> L.Trainer:
+    audio = [0.3 * torch.sin(torch.linspace(0, 200 * (i + 1), length)).repeat(channels, 1) for i in range(8)]
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
+    trainer.fit(model, DataLoader(audio, batch_size=2))
+    return trainer
+
+
+@pytest.mark.parametrize("channels", [1, 2], ids=["mono", "stereo"])
+def test_reconstruction_shapes(channels):
+    model = tiny_model(channels=channels)
+    audio = torch.randn(3, channels, 8 * HOP)
+    bands, mean, scale = model.encode(audio)
+    assert bands.shape == (3, channels * 4, 8 * HOP // 4)
+    assert mean.shape == scale.shape == (3, 4, 8)
+    assert float(scale.min()) > 0
+    assert model(audio).shape == audio.shape
+    assert model.hop_length == HOP
+
+
+def test_length_not_multiple_of_hop_is_refused():
+    with pytest.raises(ValueError, match="multiple of the hop length 32"):
+        tiny_model().encode(torch.randn(1, 1, 100))
+
+
+def test_kl_is_the_textbook_formula():
+    mean, scale = torch.tensor([[[0.0, 1.0, 0.0]]]), torch.tensor([[[1.0, 1.0, 2.0]]])
+    expected = [0.0, 0.5, 0.5 * (4 - math.log(4) - 1)]
+    torch.testing.assert_close(kl_divergence(mean, scale)[0, 0], torch.tensor(expected))
+    _, kl = reparametrize(mean, scale)
+    assert float(kl) == pytest.approx(sum(expected) / 3)  # summed over Z (1), averaged over frames
+
+
+def test_beta_warms_up_log_linearly():
+    betas = [beta_schedule(step, 1e-3, 0.1, 10) for step in (0, 5, 10, 50)]
+    assert betas == pytest.approx([1e-3, 1e-2, 0.1, 0.1])
+
+
+def test_each_weight_is_applied_once():
+    model = tiny_model(adversarial_weight=3.0, feature_matching_weight=7.0)
+    terms = {"spectral": torch.tensor(1.0), "adversarial": torch.tensor(2.0), "feature_matching": torch.tensor(5.0),
+             "kl": torch.tensor(100.0)}
+    assert float(model.generator_loss(terms)) == pytest.approx(1 + 3 * 2 + 7 * 5)
+    phase1 = {"spectral": torch.tensor(1.0), "kl": torch.tensor(4.0), "beta": torch.tensor(0.25)}
+    assert float(model.generator_loss(phase1)) == pytest.approx(2.0)
+
+
+def test_phase1_trains_encoder_and_decoder_and_fills_latent_statistics():
+    model = tiny_model(phase2_step=100)
+    encoder_before = [p.detach().clone() for p in model.encoder.parameters()]
+    discriminator_before = [p.detach().clone() for p in model.discriminator.parameters()]
+    trainer = fit(model, steps=3)
+    assert trainer.global_step == 3
+    assert any(not torch.equal(a, b) for a, b in zip(encoder_before, model.encoder.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(discriminator_before, model.discriminator.parameters()))
+
+
+def test_phase2_freezes_the_encoder_and_counts_one_step_per_batch():
+    model = tiny_model(phase2_step=0)
+    encoder_before = [p.detach().clone() for p in model.encoder.parameters()]
+    decoder_before = [p.detach().clone() for p in model.decoder.parameters()]
+    discriminator_before = [p.detach().clone() for p in model.discriminator.parameters()]
+    trainer = fit(model, steps=3)
+    assert trainer.global_step == 3  # the discriminator's updates do not count as steps
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, model.encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(decoder_before, model.decoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(discriminator_before, model.discriminator.parameters()))
+
+
+def test_non_finite_loss_stops_before_updating():
+    model = tiny_model()
+    with torch.no_grad():
+        next(model.decoder.parameters()).fill_(float("nan"))
+    encoder_before = [p.detach().clone() for p in model.encoder.parameters()]
+    with pytest.raises(NonFiniteLossError, match="at step 0"):
+        fit(model, steps=2)
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, model.encoder.parameters()))
+
+
+def test_latent_statistics_match_numpy_pca():
+    torch.manual_seed(0)
+    mixing = torch.tensor([[3.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.1]])
+    frames = torch.randn(2000, 3) @ mixing.T + torch.tensor([1.0, -2.0, 0.5])
+    statistics = LatentStatistics(3)
+    for chunk in frames.split(300):  # batches of [1, Z, L]
+        statistics.update(chunk.T.unsqueeze(0))
+    mean, components, fidelity = statistics.compute()
+    torch.testing.assert_close(mean, frames.mean(0), atol=1e-5, rtol=0)
+    covariance = torch.cov(frames.T.double())
+    variances, vectors = torch.linalg.eigh(covariance)
+    expected_fidelity = (variances.flip(0).cumsum(0) / variances.sum()).float()
+    torch.testing.assert_close(fidelity, expected_fidelity, atol=1e-3, rtol=0)
+    for k in range(3):  # same directions up to sign
+        assert abs(float(components[k].double() @ vectors[:, 2 - k])) == pytest.approx(1.0, abs=1e-4)
+    torch.testing.assert_close(components @ components.T, torch.eye(3), atol=1e-5, rtol=0)
+
+
+def test_latent_statistics_survive_tiny_datasets():
+    statistics = LatentStatistics(4)
+    mean, components, fidelity = statistics.compute()  # no frames at all
+    assert torch.equal(components, torch.eye(4)) and fidelity[-1] == 1
+    statistics.update(torch.randn(1, 4, 1))
+    assert torch.isfinite(statistics.compute()[2]).all()
+    statistics.update(torch.randn(1, 4, 2))  # 3 frames: a rank-2 covariance
+    mean, components, fidelity = statistics.compute()
+    assert torch.isfinite(components).all() and float(fidelity[1]) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("target,expected", [(0.5, 1), (0.6, 2), (0.9, 2), (0.95, 3), (1.0, 4)])
+def test_latent_size_for_fidelity_has_no_off_by_one(target, expected):
+    fidelity = torch.tensor([0.5, 0.9, 0.99, 1.0])
+    assert latent_size_for_fidelity(fidelity, target) == expected
+
+
+def test_validation_fills_latent_buffers_and_they_are_saved(tmp_path):
+    model = tiny_model()
+    audio = [torch.randn(1, 16 * HOP) * 0.1 for _ in range(4)]
+    trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", default_root_dir=tmp_path, num_sanity_val_steps=0,
+                        val_check_interval=1, check_val_every_n_epoch=None)
+    trainer.fit(model, DataLoader(audio, batch_size=2), DataLoader(audio, batch_size=2))
+    assert float(model.latent_statistics.count) == 4 * 16
+    assert not torch.equal(model.latent_pca, torch.eye(4))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = RAVE.load_from_checkpoint(path, map_location="cpu")
+    torch.testing.assert_close(loaded.latent_pca, model.latent_pca)
+    torch.testing.assert_close(loaded.latent_fidelity, model.latent_fidelity)

@@ -1,0 +1,155 @@
+"""scripts/train.py: every shipped config, run folders, resume, bad input, Ctrl-C, DDP."""
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import rave_ddsp.cli
+from rave_ddsp.cli import TrainingCLI
+from rave_ddsp.model import RAVE
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "scripts" / "train.py"
+sys.path.insert(0, str(TRAIN.parent))
+import train  # noqa: E402  (scripts/train.py: its main() is what users run)
+
+QUICK = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+         "--data.num_workers", "0", "--data.demo_seconds", "4", "--data.max_val_items", "2"]
+
+
+def demo_args(tmp_path: Path, *extra: str, steps: int = 2) -> list:
+    return ["--config", str(ROOT / "configs" / "demo.yaml"), "--name", "run", "--runs_root", str(tmp_path),
+            "--trainer.max_steps", str(steps), "--trainer.val_check_interval", "1", "--data.n_signal", "4096",
+            "--data.batch_size", "2", "--checkpoint_every", "1", *QUICK, *extra]
+
+
+def run_main(args, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        train.main()
+    return exit_info.value.code, capsys.readouterr()
+
+
+@pytest.mark.parametrize("config,hop", [("demo", 256), ("small", 1024), ("v2", 2048)])
+def test_every_shipped_config_parses_and_trains_a_step(config, hop, tmp_path):
+    cli = TrainingCLI(args=["--config", str(ROOT / "configs" / f"{config}.yaml"), "--name", config,
+                            "--runs_root", str(tmp_path), "--trainer.max_steps", "1", "--trainer.val_check_interval",
+                            "1", "--trainer.limit_val_batches", "1", "--data.batch_size", "1",
+                            "--data.n_signal", str(8 * hop), "--trainer.accelerator", "cpu", *QUICK])
+    cli.fit()
+    run = tmp_path / config
+    assert cli.trainer.global_step == 1
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert list(run.glob("events.out.tfevents.*"))
+    assert np.isfinite(cli.trainer.callback_metrics["validation/spectral"].item())
+
+
+def test_print_config_works(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        TrainingCLI(args=["--config", str(ROOT / "configs" / "demo.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "sample_rate: 22050" in printed and "path: builtin:demo" in printed
+
+
+def test_resume_continues_step_optimizer_and_phase(tmp_path):
+    TrainingCLI(args=demo_args(tmp_path, "--model.phase2_step", "3", steps=2)).fit()
+    run = tmp_path / "run"
+    first = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert first["global_step"] == 2
+    resumed = TrainingCLI(args=["--config", str(run / "config.yaml"), "--ckpt_path", "last",
+                                "--trainer.max_steps", "4"])
+    resumed.fit()
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 4
+    generator_state = last["optimizer_states"][0]["state"]
+    steps = sorted({int(state["step"]) for state in generator_state.values()})
+    assert steps == [3, 4]  # the decoder saw all 4 updates, the frozen encoder only phase 1's 3
+    discriminator_state = last["optimizer_states"][1]["state"]
+    assert int(next(iter(discriminator_state.values()))["step"]) == 1  # phase 2 began at step 3
+    assert resumed.model.in_phase2()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    code, out = run_main(demo_args(tmp_path, "--ckpt_path", "last"), monkeypatch, capsys)
+    assert code == 2
+    assert "no checkpoint at" in out.err and "last.ckpt" in out.err and "Traceback" not in out.err
+
+
+@pytest.mark.parametrize("path,message", [("does/not/exist", "does/not/exist"), ("EMPTY", "no")],
+                         ids=["missing", "empty-folder"])
+def test_bad_data_path_is_a_clear_error(path, message, tmp_path, monkeypatch, capsys):
+    if path == "EMPTY":
+        path = str(tmp_path / "empty")
+        Path(path).mkdir()
+    code, out = run_main(demo_args(tmp_path, "--data.path", path), monkeypatch, capsys)
+    assert code == 2
+    assert message in out.err and path in out.err and "Traceback" not in out.err
+
+
+def test_config_key_typo_names_the_key(tmp_path, monkeypatch, capsys):
+    code, out = run_main(demo_args(tmp_path, "--model.latnet_size", "4"), monkeypatch, capsys)
+    assert code == 2 and "latnet_size" in out.err
+
+
+def test_sample_rate_mismatch_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from rave_ddsp.store import preprocess
+
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    sf.write(audio_dir / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(16000 * 3), 16000)
+    preprocess([audio_dir], tmp_path / "db", sample_rate=16000, channels=1, progress=False)
+    code, out = run_main(demo_args(tmp_path, "--data.path", str(tmp_path / "db")), monkeypatch, capsys)
+    assert code == 2
+    assert "16000" in out.err and "22050" in out.err and "Traceback" not in out.err
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    real = RAVE.spectral_loss
+
+    def poisoned(self, *args):
+        terms = real(self, *args)
+        if self.global_step == 2 and self.training:
+            terms["spectral"] = terms["spectral"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(RAVE, "spectral_loss", poisoned)
+    code, out = run_main(demo_args(tmp_path, steps=5), monkeypatch, capsys)
+    assert code == 2
+    assert "at step 2" in out.err and "nan" in out.err and "Traceback" not in out.err
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, monkeypatch, capsys):
+    class PressCtrlC(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_index):
+            if trainer.global_step == 3:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(rave_ddsp.cli, "ReconstructionReport", PressCtrlC)  # one of the CLI's own callbacks
+    args = demo_args(tmp_path, "--checkpoint_every", "100", steps=10)
+    code, out = run_main(args, monkeypatch, capsys)
+    assert code == 1
+    assert "interrupted at step 3" in out.out
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 3
+    monkeypatch.undo()
+    resumed = TrainingCLI(args=["--config", str(tmp_path / "run" / "config.yaml"), "--ckpt_path", "last",
+                                "--trainer.max_steps", "5"])
+    resumed.fit()
+    assert resumed.trainer.global_step == 5
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    args = demo_args(tmp_path, "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu")
+    result = subprocess.run([sys.executable, str(TRAIN), *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 2
