@@ -17,7 +17,8 @@ class MediaLogger(L.Callback):
     (``validation_examples``, ``validation_kl``, ``latent_fidelity``).
     """
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # after the module's on_validation_epoch_end, which updates the latent statistics
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
@@ -33,8 +34,8 @@ class MediaLogger(L.Callback):
             writer.add_audio(f"audio/{i}_reconstruction", pair[1:2].T.clamp(-1, 1), step, sample_rate)
             figure = spectrogram_panels(pair.numpy(), ["original", "reconstruction"], sample_rate)
             writer.add_figure(f"spectrogram/{i}", figure, step)
-        kl = (module.validation_kl / max(1.0, float(module.latent_statistics.count))).numpy()
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+        kl = (module.validation_kl / max(1.0, float(module.latent_statistics.count))).numpy()  # per frame
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
         left.bar(np.arange(len(kl)), np.sort(kl)[::-1])
         left.set(title="KL per latent dimension (sorted)", xlabel="dimension", ylabel="nats")
         fidelity = module.latent_fidelity.cpu().numpy()

@@ -280,7 +280,7 @@ class RAVE(L.LightningModule):
         self.log_dict({f"validation/{name}": value for name, value in terms.items()}, sync_dist=True)
         self.log("val_spectral", terms["spectral"], prog_bar=True, logger=False, sync_dist=True)
         self.latent_statistics.update(mean)
-        self.validation_kl += kl_divergence(mean, scale).mean((0, 2)).double().cpu() * audio.shape[0]
+        self.validation_kl += kl_divergence(mean, scale).sum((0, 2)).double().cpu()  # [Z], summed over frames
         if batch_index == 0:
             self.validation_examples = {"audio": audio[:4].detach().float().cpu(),
                                         "reconstruction": audio_hat[:4].detach().float().cpu()}

@@ -39,7 +39,7 @@ def spectrogram_panels(
     """One spectrogram per ``[T]`` signal, stacked vertically on a shared dB scale."""
     specs = [log_spectrogram(s, n_fft, hop) for s in signals]
     top = max(float(s.max()) for s in specs)
-    fig, axes = plt.subplots(len(specs), 1, figsize=(10, 2.6 * len(specs)), squeeze=False)
+    fig, axes = plt.subplots(len(specs), 1, figsize=(10, 2.6 * len(specs)), squeeze=False, layout="constrained")
     for ax, spec, title, signal in zip(axes[:, 0], specs, titles, signals):
         extent = (0, len(signal) / sample_rate, 0, sample_rate / 2000)
         image = ax.imshow(spec, origin="lower", aspect="auto", extent=extent, cmap="magma",
