@@ -24,7 +24,8 @@ class VariationalEncoder(nn.Module):
         ratios: downsampling ratio of each stage.
         kernel_size, dilations: of the residual units.
         activation_name: see :func:`rave_ddsp.layers.activation`.
-        causal, streaming: see :mod:`rave_ddsp.layers`.
+        causal, streaming, cumulative_delay: see :mod:`rave_ddsp.layers` (the delay the
+            band signals already carry, e.g. the streaming PQMF's, in band samples).
     """
 
     def __init__(
@@ -39,12 +40,13 @@ class VariationalEncoder(nn.Module):
         *,
         causal: bool = False,
         streaming: bool = False,
+        cumulative_delay: int = 0,
     ):
         super().__init__()
         if len(channels) != len(ratios) + 1:
             raise ValueError(f"need len(channels) == len(ratios) + 1, got {list(channels)} and {list(ratios)}")
         kw = dict(causal=causal, streaming=streaming)
-        layer = conv1d(in_channels, channels[0], 7, **kw)
+        layer = conv1d(in_channels, channels[0], 7, cumulative_delay=cumulative_delay, **kw)
         layers: List[nn.Module] = [layer]
         delay = layer.cumulative_delay
         for i, ratio in enumerate(ratios):
@@ -57,12 +59,13 @@ class VariationalEncoder(nn.Module):
         layers += [activation(activation_name, channels[-1]), head]
         self.net = nn.Sequential(*layers)
         self.latent_size = latent_size
+        self.scale_floor = SCALE_FLOOR
         self.cumulative_delay = head.cumulative_delay
         """Streaming delay in latent frames."""
 
     def forward(self, bands: Tensor) -> Tuple[Tensor, Tensor]:
         mean, raw_scale = self.net(bands).chunk(2, dim=1)  # [B, Z, L] each
-        return mean, nn.functional.softplus(raw_scale) + SCALE_FLOOR
+        return mean, nn.functional.softplus(raw_scale) + self.scale_floor
 
 
 def kl_divergence(mean: Tensor, scale: Tensor) -> Tensor:

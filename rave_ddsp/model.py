@@ -107,7 +107,8 @@ class RAVE(L.LightningModule):
         self.pqmf = PQMF(n_bands, pqmf_attenuation, streaming=streaming)
         architecture = dict(channels=hidden_channels, ratios=ratios, kernel_size=kernel_size, dilations=dilations,
                             activation_name=activation, causal=causal, streaming=streaming)
-        self.encoder = VariationalEncoder(band_channels, latent_size, **architecture)
+        self.encoder = VariationalEncoder(band_channels, latent_size, **architecture,
+                                          cumulative_delay=self.pqmf.analysis_delay // n_bands)
         self.decoder = Decoder(band_channels, latent_size, noise_bands=noise_bands, noise_ratios=noise_ratios,
                                **architecture)
         self.discriminator = CombinedDiscriminator(discriminators, channels, discriminator_capacity_scale)
@@ -118,6 +119,12 @@ class RAVE(L.LightningModule):
                                                    log_weight=spectral_log_weight)
         self.hop_length = n_bands * math.prod(ratios)
         """Audio samples per latent frame."""
+        self.encode_delay = self.encoder.cumulative_delay
+        """Streaming delay of the latents (PQMF analysis included), in latent frames."""
+        self.decode_delay = self.decoder.cumulative_delay * n_bands + self.pqmf.synthesis_delay
+        """Streaming delay of decoding (PQMF synthesis included), in audio samples."""
+        self.forward_delay = self.encode_delay * self.hop_length + self.decode_delay
+        """Streaming delay of the whole autoencoder, in audio samples."""
         self.register_buffer("latent_mean", torch.zeros(latent_size))
         self.register_buffer("latent_pca", torch.eye(latent_size))
         self.register_buffer("latent_fidelity", torch.arange(1, latent_size + 1) / latent_size)

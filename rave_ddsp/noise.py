@@ -14,6 +14,17 @@ from rave_ddsp import dsp
 from rave_ddsp.layers import activation, conv1d
 
 
+NOISE_TABLE = 2 ** 16
+"""Length of the deterministic noise table, in band samples."""
+NOISE_SEED = 1234
+
+
+def noise_table() -> Tensor:
+    """``[NOISE_TABLE]`` uniform noise in ``[-1, 1)``, the same on every machine (seeded CPU generator)."""
+    generator = torch.Generator().manual_seed(NOISE_SEED)
+    return torch.rand(NOISE_TABLE, generator=generator) * 2 - 1
+
+
 class FilteredNoise(nn.Module):
     """Predict per-band noise magnitudes from a hidden sequence and synthesise the noise.
 
@@ -27,6 +38,13 @@ class FilteredNoise(nn.Module):
     of a call are added to the start of the next, so chunked output equals one-call
     output for the same noise. ``cumulative_delay`` (band samples) is the delay of the
     streaming magnitudes relative to the non-streaming ones.
+
+    Noise source: fresh uniform noise (``torch.rand``) in training; with
+    ``deterministic = True`` (set by the export) a fixed table of uniform noise read at
+    the running sample position, so that a streamed model and its one-call (or
+    non-streaming) twin draw the same noise at the same time and can be compared exactly.
+    Each band reads the table at its own offset; the table repeats every ``NOISE_TABLE``
+    band samples (24 s at 44.1 kHz with 16 bands).
     """
 
     def __init__(
@@ -65,6 +83,12 @@ class FilteredNoise(nn.Module):
         tail = dsp.ir_length(n_frequencies) - 1
         self.register_buffer("tail", torch.zeros(max_batch_size if streaming else 0, n_bands, tail),
                              persistent=False)
+        self.deterministic = False
+        self.register_buffer("table", noise_table(), persistent=False)
+        # Table position of the next band sample. A streaming model starts behind its
+        # non-streaming twin by its delay, so that both use the same noise at the same output time.
+        self.register_buffer("position", torch.tensor(-self.cumulative_delay if streaming else 0), persistent=False)
+        self.register_buffer("band_offsets", torch.arange(n_bands) * (NOISE_TABLE // n_bands), persistent=False)
 
     def magnitudes(self, hidden: Tensor) -> Tensor:
         """``hidden [B, H, T] -> [B, M, L, K]`` linear magnitudes, ``L = T / frame_size``."""
@@ -84,9 +108,21 @@ class FilteredNoise(nn.Module):
         self.tail[:batch].copy_(tail)
         return out
 
+    def table_noise(self, batch: int, length: int) -> Tensor:
+        """``[B, M, length]`` noise from the table at the current position (then advanced if streaming)."""
+        time = self.position + torch.arange(length, device=self.table.device)  # [length]
+        period = self.table.shape[0]
+        index = torch.remainder(time[None, :] + self.band_offsets[:, None], period)  # [M, length]
+        if self.streaming:
+            self.position.add_(length).remainder_(period)
+        return self.table[index].expand(batch, -1, -1)  # [B, M, length]
+
     def forward(self, hidden: Tensor) -> Tensor:
         magnitudes = self.magnitudes(hidden)  # [B, M, L, K]
         batch, frames = magnitudes.shape[0], magnitudes.shape[2]
-        noise = torch.rand(batch, self.n_bands, frames * self.frame_size,
-                           dtype=magnitudes.dtype, device=magnitudes.device) * 2 - 1
+        length = frames * self.frame_size
+        if self.deterministic:
+            noise = self.table_noise(batch, length)
+        else:
+            noise = torch.rand(batch, self.n_bands, length, dtype=magnitudes.dtype, device=magnitudes.device) * 2 - 1
         return self.synthesize(magnitudes, noise)

@@ -102,3 +102,36 @@ def test_streaming_state_is_per_voice():
         single.magnitudes(hidden[1:2])
         alone = single.synthesize(magnitudes[1:2], noise[1:2])
     torch.testing.assert_close(batch[1:2], alone)
+
+
+def deterministic(module: FilteredNoise) -> FilteredNoise:
+    module.deterministic = True
+    return module
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "centred"])
+def test_deterministic_noise_streams_exactly_and_matches_the_offline_twin_after_its_delay(causal):
+    offline, streaming = pair(causal, n_frequencies=33)
+    _, one_call = pair(causal, n_frequencies=33)
+    for module in (offline, streaming, one_call):
+        deterministic(module)
+    hidden = torch.randn(2, 8, 64 * 24)
+    with torch.no_grad():
+        chunks = torch.cat([streaming(h) for h in hidden.split(128, -1)], -1)
+        whole_streaming = one_call(hidden)
+        whole_offline = offline(hidden)
+    torch.testing.assert_close(chunks, whole_streaming)  # buffer by buffer = one call
+    delay, settle = streaming.cumulative_delay, 4 * 64
+    assert (delay == 0) == causal
+    n = whole_offline.shape[-1]
+    torch.testing.assert_close(chunks[..., delay + settle:], whole_offline[..., settle:n - delay])
+
+
+def test_table_noise_is_uniform_white_and_differs_between_bands():
+    module = deterministic(FilteredNoise(8, 4))
+    noise = module.table_noise(2, 20000)
+    assert noise.shape == (2, 4, 20000)
+    torch.testing.assert_close(noise[0], noise[1])  # every voice hears the same noise
+    assert float(noise.abs().max()) <= 1.0 and float(noise.var()) == pytest.approx(1 / 3, rel=0.05)
+    correlation = torch.corrcoef(noise[0])
+    assert float((correlation - torch.eye(4)).abs().max()) < 0.05

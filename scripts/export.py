@@ -1,0 +1,39 @@
+"""Export a trained run (or checkpoint) to TorchScript for nn~.
+
+    python scripts/export.py RUN_DIR_OR_CKPT --output MODEL.ts [--streaming]
+        [--latent-size N | --fidelity F] [--channels C]
+
+--streaming builds the version for real-time use in nn~ (state carried between buffers;
+its delay is printed). Without it, each call is independent (offline use, scripts).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from rave_ddsp.errors import UserError
+from rave_ddsp.export import export
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="run folder (uses checkpoints/last.ckpt) or checkpoint file")
+    parser.add_argument("--output", type=Path, required=True, help="the .ts file to write")
+    parser.add_argument("--streaming", action="store_true", help="cached convolutions for nn~ (real time)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--latent-size", type=int, help="keep this many PCA dimensions (default: all)")
+    size.add_argument("--fidelity", type=float,
+                      help="keep the fewest PCA dimensions whose explained variance reaches this (0 < F <= 1)")
+    parser.add_argument("--channels", type=int,
+                        help="channels of the export (default: the model's; a mono model codes each one alone)")
+    args = parser.parse_args()
+    try:
+        summary = export(args.source, args.output, streaming=args.streaming, latent_size=args.latent_size,
+                         fidelity=args.fidelity, channels=args.channels)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(summary.describe())
+
+
+if __name__ == "__main__":
+    main()
