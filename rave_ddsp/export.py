@@ -291,8 +291,10 @@ def reset_state(module: nn.Module) -> None:
             child.position.fill_(-child.cumulative_delay if child.streaming else 0)
 
 
-def build(model: RAVE, latent_size: int, channels: Optional[int] = None) -> torch.jit.ScriptModule:
+def build(model: RAVE, latent_size: int, channels: Optional[int] = None, script: bool = True):
     """Script ``model`` (built streaming or not) as an nn~ module keeping ``latent_size`` dimensions.
+
+    ``script=False`` returns the eager :class:`ExportedModel` (for inference in Python).
 
     A mono model exported with ``channels > 1`` codes each channel independently; its
     streaming state then holds ``MAX_VOICES * channels`` rows, so mc.nn~ keeps its 64 voices.
@@ -306,7 +308,7 @@ def build(model: RAVE, latent_size: int, channels: Optional[int] = None) -> torc
         audio = torch.zeros(1, wrapper.channels, 2 * wrapper.hop_length)
         wrapper.decode(wrapper.encode(audio))  # cached_conv allocates its caches on the first call
     reset_state(wrapper)
-    return torch.jit.script(wrapper)
+    return torch.jit.script(wrapper) if script else wrapper
 
 
 @contextmanager
