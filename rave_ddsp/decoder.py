@@ -19,7 +19,8 @@ class Decoder(nn.Module):
     * waveform head: ``2 C M`` channels split into a waveform ``w`` and an amplitude ``a``;
       the band signals are ``w * sigmoid(a)`` (the amplitude carries the loudness envelope,
       so the waveform part can stay near unit scale);
-    * noise branch: :class:`rave_ddsp.noise.FilteredNoise` on ``h``, one noise signal per band.
+    * noise branch: :class:`rave_ddsp.noise.FilteredNoise` on ``h``, one noise signal per band
+      (always causal).
 
     The caller adds the two (the split lets an exported model scale the noise).
     ``cumulative_delay`` is the streaming delay in band samples; the two branches are
@@ -72,8 +73,11 @@ class Decoder(nn.Module):
             activation(activation_name, channels[0]),
             conv1d(channels[0], 2 * out_channels, 7, cumulative_delay=delay, **kw),
         )
+        # The noise branch never looks ahead: coarse noise magnitudes gain little from future
+        # context, and its look-ahead (at the noise frame rate) would delay the whole decoder.
         self.noise = FilteredNoise(channels[0], out_channels, noise_bands, noise_ratios,
-                                   activation_name=activation_name, cumulative_delay=delay, **kw)
+                                   activation_name=activation_name, causal=True, streaming=streaming,
+                                   cumulative_delay=delay)
         head_delay, noise_delay = self.head[1].cumulative_delay, self.noise.cumulative_delay
         self.cumulative_delay = max(head_delay, noise_delay)
         self.align_waveform = DelayLine(self.cumulative_delay - head_delay, streaming)

@@ -35,18 +35,27 @@ def run_main(args, monkeypatch, capsys):
     return exit_info.value.code, capsys.readouterr()
 
 
-@pytest.mark.parametrize("config,hop", [("demo", 256), ("small", 1024), ("v2", 2048)])
-def test_every_shipped_config_parses_and_trains_a_step(config, hop, tmp_path):
-    cli = TrainingCLI(args=["--config", str(ROOT / "configs" / f"{config}.yaml"), "--name", config,
-                            "--runs_root", str(tmp_path), "--trainer.max_steps", "1", "--trainer.val_check_interval",
-                            "1", "--trainer.limit_val_batches", "1", "--data.batch_size", "1",
-                            "--data.n_signal", str(8 * hop), "--trainer.accelerator", "cpu", *QUICK])
+@pytest.mark.parametrize("configs,hop", [(["demo"], 256), (["small"], 1024), (["v2"], 2048),
+                                          (["small", "causal"], 1024)],
+                         ids=["demo", "small", "v2", "small+causal"])
+def test_every_shipped_config_parses_and_trains_a_step(configs, hop, tmp_path):
+    config_args = [arg for name in configs for arg in ("--config", str(ROOT / "configs" / f"{name}.yaml"))]
+    cli = TrainingCLI(args=[*config_args, "--name", "run", "--runs_root", str(tmp_path), "--trainer.max_steps", "1",
+                            "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1",
+                            "--data.batch_size", "1", "--data.n_signal", str(8 * hop), "--trainer.accelerator", "cpu",
+                            *QUICK])
     cli.fit()
-    run = tmp_path / config
+    run = tmp_path / "run"
     assert cli.trainer.global_step == 1
+    assert cli.model.hparams.causal == ("causal" in configs)
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert list(run.glob("events.out.tfevents.*"))
     assert np.isfinite(cli.trainer.callback_metrics["validation/spectral"].item())
+
+
+def test_every_config_file_is_tested():
+    tested = {"demo", "small", "v2", "causal"}
+    assert {path.stem for path in (ROOT / "configs").glob("*.yaml")} == tested
 
 
 def test_print_config_works(capsys):
