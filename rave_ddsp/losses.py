@@ -2,12 +2,14 @@
 
 Spectral distance (per scale, averaged over scales)::
 
-    d(x, y) = linear_weight * ||S_y - S_x||_F / ||S_x||_F          (spectral convergence)
-            + log_weight    * mean |log(S_y + eps) - log(S_x + eps)|  (log magnitude L1)
+    d(x, y) = linear_weight * ||S_y - S_x||_F / sqrt(||S_x||_F^2 + ||S_floor||_F^2)   (spectral convergence)
+            + log_weight    * mean |log(S_y + eps) - log(S_x + eps)|                  (log magnitude L1)
 
 with ``S`` the STFT magnitude (or a mel spectrogram when ``n_mels`` is set for that
 scale). The linear term is relative, so it weighs loud and quiet examples alike; the
-log term matches the spectral envelope in decibels, valleys included.
+log term matches the spectral envelope in decibels, valleys included. ``S_floor`` is the
+expected spectrum of white noise at ``silence_db`` (-60 dB RMS): without it, a silent
+target would make the relative term explode (any output is infinitely far from silence).
 """
 from typing import List, Optional, Sequence
 
@@ -27,6 +29,8 @@ class MultiScaleSTFT(nn.Module):
         eps: floor added before the log (amplitude).
         n_mels: optional, one per scale: mel bands (0 for a linear-frequency scale).
         sample_rate: needed only with ``n_mels``.
+        silence_db: level (dB RMS) of the white noise whose spectrum floors the
+            spectral-convergence denominator.
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class MultiScaleSTFT(nn.Module):
         eps: float = 1e-7,
         n_mels: Optional[Sequence[int]] = None,
         sample_rate: int = 44100,
+        silence_db: float = -60.0,
     ):
         super().__init__()
         if n_mels is not None and len(n_mels) != len(n_ffts):
@@ -53,6 +58,14 @@ class MultiScaleSTFT(nn.Module):
             else:
                 transforms.append(torchaudio.transforms.Spectrogram(n_fft, hop_length=hop, power=1.0, center=True))
         self.transforms = nn.ModuleList(transforms)
+        # mean squared magnitude per spectrogram element of white noise at silence_db
+        generator = torch.Generator().manual_seed(0)
+        amplitude = 10 ** (silence_db / 20)
+        floors = []
+        for transform, n_fft in zip(transforms, n_ffts):
+            noise = amplitude * torch.randn(8, 16 * n_fft, generator=generator)
+            floors.append(float(transform(noise).pow(2).mean()))
+        self.floor_energy = floors
         self.linear_weight = linear_weight
         self.log_weight = log_weight
         self.eps = eps
@@ -62,10 +75,11 @@ class MultiScaleSTFT(nn.Module):
         x = x.float().reshape(-1, x.shape[-1])  # [B * C, T]
         y = y.float().reshape(-1, y.shape[-1])  # [B * C, T]
         total = x.new_zeros(())
-        for transform in self.transforms:
+        for transform, floor in zip(self.transforms, self.floor_energy):
             spec_x, spec_y = transform(x), transform(y)  # [B * C, F, frames]
             if self.linear_weight:
-                convergence = (spec_y - spec_x).norm() / (spec_x.norm() + self.eps)
+                reference = torch.sqrt(spec_x.pow(2).sum() + floor * spec_x.numel())
+                convergence = (spec_y - spec_x).norm() / reference
                 total = total + self.linear_weight * convergence
             if self.log_weight:
                 log_l1 = (torch.log(spec_y + self.eps) - torch.log(spec_x + self.eps)).abs().mean()

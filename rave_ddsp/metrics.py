@@ -61,8 +61,9 @@ def multiscale_stft_distance(reference: Tensor, estimate: Tensor) -> Tensor:
     """The training spectral distance, :class:`rave_ddsp.losses.MultiScaleSTFT` with its defaults.
 
     FFT sizes 2048, 1024, 512, 256, 128 (Hann, hop n_fft / 4); per scale spectral
-    convergence ``||S_e - S_r||_F / ||S_r||_F`` plus ``mean |ln(S_e + 1e-7) - ln(S_r + 1e-7)|``;
-    averaged over scales. ``[B, C, T]`` each -> ``[B]`` (norms taken per example).
+    convergence ``||S_e - S_r||_F / sqrt(||S_r||_F^2 + ||S_floor||_F^2)`` (``S_floor``: white
+    noise at -60 dB RMS) plus ``mean |ln(S_e + 1e-7) - ln(S_r + 1e-7)|``; averaged over
+    scales. ``[B, C, T]`` each -> ``[B]`` (norms taken per example).
     """
     _check_pair(reference, estimate)
     distance = MultiScaleSTFT().to(reference.device)

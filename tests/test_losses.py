@@ -63,3 +63,12 @@ def test_feature_matching():
     assert float(losses.feature_matching_loss(real, fake)) == pytest.approx((1.0 + 0.5) / 2, rel=1e-5)
     with pytest.raises(ValueError):
         losses.feature_matching_loss(real, fake[:1])
+
+
+def test_silent_target_does_not_explode_the_relative_term():
+    distance = losses.MultiScaleSTFT(log_weight=0.0)
+    silence = torch.zeros(2, 1, 8192)
+    quiet = 10 ** (-80 / 20) * torch.randn(2, 1, 8192)  # 20 dB below the -60 dB floor
+    assert float(distance(silence, quiet)) == pytest.approx(0.1, rel=0.1)
+    loud = 10 ** (-20 / 20) * torch.randn(2, 1, 8192)
+    assert float(distance(silence, loud)) == pytest.approx(100.0, rel=0.1)
