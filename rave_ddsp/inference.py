@@ -62,8 +62,6 @@ class AutoEncoder:
 
 def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu") -> AutoEncoder:
     """Load a run folder, a ``.ckpt`` or a (non-streaming) exported ``.ts`` for offline inference."""
-    from rave_ddsp.export import build, load_model  # export imports the model; keep this module light
-
     source, device = Path(source), torch.device(device)
     if source.suffix == ".ts":
         if not source.is_file():
@@ -79,6 +77,8 @@ def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu") -> 
                             "export without --streaming for offline use")
         in_channels, _, latent_size, hop = module.encode_params.tolist()
         return AutoEncoder(module, module.get_sample_rate(), in_channels, hop, latent_size, None, source, device)
+    from rave_ddsp.export import build, load_model  # imports lightning: only when a checkpoint needs it
+
     model = load_model(source, streaming=False)
     latent_size = model.hparams.latent_size
     module = build(model, latent_size, script=False)  # the export's code path (PCA latents, table noise)

@@ -28,6 +28,18 @@ if str(ROOT) not in sys.path:               # rave_ddsp importable without `pip 
 from rave_ddsp.testing import nn_client as _nnc  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests use one intra-op thread: on a loaded 2-core machine, two threads make small
+    convolutions up to 50 times slower (OpenMP contention), and results do not depend on it."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def nn_client_bin() -> Path:
     """nn_client built against this Python's torch (the one models are exported with)."""
