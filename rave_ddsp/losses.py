@@ -3,13 +3,16 @@
 Spectral distance (per scale, averaged over scales)::
 
     d(x, y) = linear_weight * ||S_y - S_x||_F / sqrt(||S_x||_F^2 + ||S_floor||_F^2)   (spectral convergence)
-            + log_weight    * mean |log(S_y + eps) - log(S_x + eps)|                  (log magnitude L1)
+            + log_weight    * mean |log(S_y + e) - log(S_x + e)|                      (log magnitude L1)
 
 with ``S`` the STFT magnitude (or a mel spectrogram when ``n_mels`` is set for that
 scale). The linear term is relative, so it weighs loud and quiet examples alike; the
 log term matches the spectral envelope in decibels, valleys included. ``S_floor`` is the
 expected spectrum of white noise at ``silence_db`` (-60 dB RMS): without it, a silent
 target would make the relative term explode (any output is infinitely far from silence).
+Likewise ``e`` is the RMS spectrum of white noise at ``log_floor_db`` (-100 dB): below it,
+differences are inaudible, and a fixed tiny epsilon would let digital silence in the
+target dominate the log term.
 """
 from typing import List, Optional, Sequence
 
@@ -26,7 +29,7 @@ class MultiScaleSTFT(nn.Module):
         hop_divisor: hop = n_fft // hop_divisor (4: 75 % overlap).
         linear_weight: weight of the spectral-convergence term.
         log_weight: weight of the log-magnitude L1 term.
-        eps: floor added before the log (amplitude).
+        log_floor_db: level (dB RMS) of the white noise whose spectrum floors the log term.
         n_mels: optional, one per scale: mel bands (0 for a linear-frequency scale).
         sample_rate: needed only with ``n_mels``.
         silence_db: level (dB RMS) of the white noise whose spectrum floors the
@@ -39,7 +42,7 @@ class MultiScaleSTFT(nn.Module):
         hop_divisor: int = 4,
         linear_weight: float = 1.0,
         log_weight: float = 1.0,
-        eps: float = 1e-7,
+        log_floor_db: float = -100.0,
         n_mels: Optional[Sequence[int]] = None,
         sample_rate: int = 44100,
         silence_db: float = -60.0,
@@ -58,31 +61,28 @@ class MultiScaleSTFT(nn.Module):
             else:
                 transforms.append(torchaudio.transforms.Spectrogram(n_fft, hop_length=hop, power=1.0, center=True))
         self.transforms = nn.ModuleList(transforms)
-        # mean squared magnitude per spectrogram element of white noise at silence_db
+        # mean squared magnitude per spectrogram element of white noise at 0 dB, per scale
         generator = torch.Generator().manual_seed(0)
-        amplitude = 10 ** (silence_db / 20)
-        floors = []
-        for transform, n_fft in zip(transforms, n_ffts):
-            noise = amplitude * torch.randn(8, 16 * n_fft, generator=generator)
-            floors.append(float(transform(noise).pow(2).mean()))
-        self.floor_energy = floors
+        unit = [float(transform(torch.randn(8, 16 * n_fft, generator=generator)).pow(2).mean())
+                for transform, n_fft in zip(transforms, n_ffts)]
+        self.floor_energy = [energy * 10 ** (silence_db / 10) for energy in unit]
+        self.log_floors = [(energy * 10 ** (log_floor_db / 10)) ** 0.5 for energy in unit]
         self.linear_weight = linear_weight
         self.log_weight = log_weight
-        self.eps = eps
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """Distance of ``y`` (estimate) from ``x`` (target), both ``[B, C, T]``: a scalar."""
         x = x.float().reshape(-1, x.shape[-1])  # [B * C, T]
         y = y.float().reshape(-1, y.shape[-1])  # [B * C, T]
         total = x.new_zeros(())
-        for transform, floor in zip(self.transforms, self.floor_energy):
+        for transform, floor, log_floor in zip(self.transforms, self.floor_energy, self.log_floors):
             spec_x, spec_y = transform(x), transform(y)  # [B * C, F, frames]
             if self.linear_weight:
                 reference = torch.sqrt(spec_x.pow(2).sum() + floor * spec_x.numel())
                 convergence = (spec_y - spec_x).norm() / reference
                 total = total + self.linear_weight * convergence
             if self.log_weight:
-                log_l1 = (torch.log(spec_y + self.eps) - torch.log(spec_x + self.eps)).abs().mean()
+                log_l1 = (torch.log(spec_y + log_floor) - torch.log(spec_x + log_floor)).abs().mean()
                 total = total + self.log_weight * log_l1
         return total / len(self.transforms)
 

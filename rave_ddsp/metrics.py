@@ -62,8 +62,8 @@ def multiscale_stft_distance(reference: Tensor, estimate: Tensor) -> Tensor:
 
     FFT sizes 2048, 1024, 512, 256, 128 (Hann, hop n_fft / 4); per scale spectral
     convergence ``||S_e - S_r||_F / sqrt(||S_r||_F^2 + ||S_floor||_F^2)`` (``S_floor``: white
-    noise at -60 dB RMS) plus ``mean |ln(S_e + 1e-7) - ln(S_r + 1e-7)|``; averaged over
-    scales. ``[B, C, T]`` each -> ``[B]`` (norms taken per example).
+    noise at -60 dB RMS) plus ``mean |ln(S_e + e) - ln(S_r + e)|`` (``e``: white noise at
+    -100 dB RMS); averaged over scales. ``[B, C, T]`` each -> ``[B]`` (norms taken per example).
     """
     _check_pair(reference, estimate)
     distance = MultiScaleSTFT().to(reference.device)
@@ -250,8 +250,15 @@ def f0_metrics(reference: Tensor, estimate: Tensor, sample_rate: int,
     _check_pair(reference, estimate)
     f0_ref, conf_ref = f0(reference, sample_rate, model)
     f0_est, _ = f0(estimate, sample_rate, model)
-    error = (1200 * torch.log2(f0_est / f0_ref)).abs()  # [B, N]
-    mask = conf_ref >= confidence_threshold              # [B, N]
+    return f0_scores(f0_ref, conf_ref, f0_est, confidence_threshold)
+
+
+def f0_scores(f0_reference: Tensor, confidence_reference: Tensor, f0_estimate: Tensor,
+              confidence_threshold: float = 0.85) -> F0Scores:
+    """:func:`f0_metrics` from pitch tracks already computed by :func:`f0` (``[B, N]`` each), so that
+    one reference track can score several estimates."""
+    error = (1200 * torch.log2(f0_estimate / f0_reference)).abs()  # [B, N]
+    mask = confidence_reference >= confidence_threshold             # [B, N]
     count = mask.sum(dim=1)
     l1 = (error * mask).sum(dim=1) / count               # NaN where count is 0
     rmse = ((error ** 2 * mask).sum(dim=1) / count).sqrt()

@@ -103,3 +103,11 @@ def test_snake_matches_formula_and_unknown_activation_is_refused():
     torch.testing.assert_close(snake(x), x + torch.sin(alpha * x) ** 2 / alpha)
     with pytest.raises(ValueError, match="unknown activation"):
         layers.activation("relu6", 2)
+
+
+@pytest.mark.parametrize("batch,stride,dilation,length", [(1, 1, 9, 40), (1, 1, 3, 40), (1, 2, 3, 40), (2, 1, 9, 40),
+                                                          (1, 1, 1, 40), (1, 4, 1, 40), (1, 1, 9, 4000)])
+def test_convolve_equals_conv1d(batch, stride, dilation, length):
+    x, weight, bias = torch.randn(batch, 6, length), torch.randn(5, 6, 3), torch.randn(5)
+    expected = torch.nn.functional.conv1d(x, weight, bias, stride, 0, dilation)
+    torch.testing.assert_close(layers.convolve(x, weight, bias, stride, dilation), expected)
