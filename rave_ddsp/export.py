@@ -337,6 +337,9 @@ def export(source: Path, output: Path, streaming: bool = False, latent_size: Opt
     os.close(handle)
     try:
         torch.jit.save(scripted, temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it owner-only; give it the usual mode
         os.replace(temporary, output)
     finally:
         if os.path.exists(temporary):

@@ -1,0 +1,44 @@
+"""Decode latents (.npy [Z, L] PCA coordinates, as scripts/encode.py writes them) into audio.
+
+    python scripts/decode.py LATENTS... --model RUN_OR_TS --output DIR
+        [--format wav|flac] [--device cpu|cuda] [--batch-seconds S] [--quiet]
+
+LATENTS are .npy files or folders of them (recursive). Each becomes DIR/<relative name>.wav
+(float32; or 24-bit .flac) at the model's sample rate, cropped to the original length when
+a .json sidecar from scripts/encode.py sits next to it. A latent whose size differs from the
+model's stops the run before anything is written.
+"""
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from rave_ddsp.codec import BATCH_SECONDS
+from rave_ddsp.codec_files import AUDIO_FORMATS, decode_files, parse_device
+from rave_ddsp.errors import UserError
+from rave_ddsp.inference import load
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="LATENTS", help=".npy files or folders (recursive)")
+    parser.add_argument("--model", required=True, help="run folder, checkpoint or non-streaming .ts export")
+    parser.add_argument("--output", required=True, help="folder for the audio files")
+    parser.add_argument("--format", default="wav", choices=sorted(AUDIO_FORMATS), help="audio file format")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS,
+                        help="audio per forward pass; longer latents go in overlapping windows (bounds memory)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        model = load(args.model, parse_device(args.device))
+        run = decode_files(args.inputs, model, args.output, args.format,
+                           args.batch_seconds, progress=not args.quiet)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

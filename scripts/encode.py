@@ -1,0 +1,43 @@
+"""Encode audio files into latents (PCA coordinates) with a trained model.
+
+    python scripts/encode.py FILES_OR_DIRS... --model RUN_OR_TS --output DIR
+        [--device cpu|cuda] [--batch-seconds S] [--quiet]
+
+Each audio file (any length and sample rate, resampled to the model's; channels converted)
+becomes DIR/<relative name>.npy, a float32 [Z, L] array at the model's frame rate, and
+DIR/<relative name>.json, which records the model, its rates, the latent size and the
+original length (scripts/decode.py crops to it). Unreadable files are skipped and listed.
+"""
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from rave_ddsp.codec import BATCH_SECONDS
+from rave_ddsp.codec_files import encode_files, parse_device
+from rave_ddsp.errors import UserError
+from rave_ddsp.inference import load
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files or folders (recursive)")
+    parser.add_argument("--model", required=True, help="run folder, checkpoint or non-streaming .ts export")
+    parser.add_argument("--output", required=True, help="folder for the .npy latents and .json sidecars")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS,
+                        help="audio per forward pass; longer files go in overlapping windows (bounds memory)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        model = load(args.model, parse_device(args.device))
+        run = encode_files(args.inputs, model, args.output, args.batch_seconds,
+                           progress=not args.quiet)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

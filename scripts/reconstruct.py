@@ -1,0 +1,46 @@
+"""Run audio files through a model (encode then decode): reconstruction, or timbre transfer
+when the audio comes from another instrument than the one the model learnt.
+
+    python scripts/reconstruct.py FILES_OR_DIRS... --model RUN_OR_TS --output DIR
+        [--format wav|flac] [--compare] [--device cpu|cuda] [--batch-seconds S] [--quiet]
+
+Each audio file (any length and sample rate, resampled to the model's; channels converted)
+becomes DIR/<relative name>.wav (float32; or 24-bit .flac) at the model's sample rate, of
+the same duration. --compare also writes DIR/<relative name>.png with the spectrograms of
+the (resampled) input and the output.
+"""
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from rave_ddsp.codec import BATCH_SECONDS
+from rave_ddsp.codec_files import AUDIO_FORMATS, parse_device, reconstruct_files
+from rave_ddsp.errors import UserError
+from rave_ddsp.inference import load
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files or folders (recursive)")
+    parser.add_argument("--model", required=True, help="run folder, checkpoint or non-streaming .ts export")
+    parser.add_argument("--output", required=True, help="folder for the audio files")
+    parser.add_argument("--format", default="wav", choices=sorted(AUDIO_FORMATS), help="audio file format")
+    parser.add_argument("--compare", action="store_true", help="also write input/output spectrograms (.png)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS,
+                        help="audio per forward pass; longer files go in overlapping windows (bounds memory)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        model = load(args.model, parse_device(args.device))
+        run = reconstruct_files(args.inputs, model, args.output, args.format,
+                                args.compare, args.batch_seconds, progress=not args.quiet)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
