@@ -1,0 +1,167 @@
+"""This project's streaming v2 export against the official RAVE v2's, side by side, 1 CPU thread.
+
+    bash benchmarks/setup_rave_venv.sh          # once: the official RAVE in .cache/rave-venv
+    python -m benchmarks.compare_rave [--config configs/v2.yaml] [--rounds 6] [--block 50] [--reuse]
+
+1. exports the official RAVE v2 (untrained, RAVE's own ``scripts/export.py``, streaming and
+   offline) by running :mod:`benchmarks.bench_rave_baseline` in RAVE's venv;
+2. exports this project's model from ``--config`` (untrained, streaming and offline);
+3. loads the four TorchScript files in this process (same torch build as RAVE's venv),
+   warms each streaming model up (10 calls), then times ``forward`` on consecutive
+   ``[1, 1, 2048]`` buffers (one call per buffer, as nn~ does) in ``--rounds`` rounds of
+   ``--block`` buffers per model, alternating which model goes first, so that the load of
+   a shared machine falls on both alike; offline ``forward`` (encode+decode) on ~10 s is
+   alternated the same way;
+4. profiles both streaming models per buffer (torch.profiler, top ops by self CPU time) into
+   ``benchmarks/results/stream_profile.txt`` (``--no-profile`` skips it).
+
+Writes ``benchmarks/results/stream_vs_rave.json``: machine, median / p99 / mean / min per
+buffer (ms), RTF = buffer duration / median, offline RTF, exported file sizes, parameter
+counts, and the speed-ups (RAVE's time / ours). Exports go to ``--export-dir``
+(default ``.cache/bench_exports``, git-ignored); ``--reuse`` keeps the files already there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+from benchmarks.bench_stream import (BUFFER, WARMUP, BufferFeed, buffer_count, buffer_stats, describe_file,
+                                     export_ours, offline_input, offline_stats, parameter_count, profile_table,
+                                     time_offline_once)
+from benchmarks.common import write_results
+
+REPO = Path(__file__).resolve().parent.parent
+RAVE_PYTHON = REPO / ".cache" / "rave-venv" / "bin" / "python"
+NAMES = ("rave", "ours")
+
+
+def export_rave(export_dir: Path, reuse: bool) -> Dict[str, object]:
+    paths = {"streaming": export_dir / "rave_v2_streaming.ts", "offline": export_dir / "rave_v2.ts"}
+    if reuse and all(p.exists() for p in paths.values()):
+        return {"rave_version": "2.3.1 (reused export)", **paths}
+    if not RAVE_PYTHON.exists():
+        raise SystemExit(f"{RAVE_PYTHON} not found: set RAVE's venv up first (bash benchmarks/setup_rave_venv.sh)")
+    command = [str(RAVE_PYTHON), "-W", "ignore", "-m", "benchmarks.bench_rave_baseline",
+               "--export-only", str(export_dir)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit("exporting the official RAVE failed")
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"rave_version": info["rave_version"], "streaming": Path(info["streaming"]),
+            "offline": Path(info["offline"])}
+
+
+def export_ours_cached(config: Path, export_dir: Path, reuse: bool) -> Dict[str, Path]:
+    stem = f"rave_ddsp_{config.stem}"
+    paths = {"streaming": export_dir / f"{stem}_streaming.ts", "offline": export_dir / f"{stem}_offline.ts"}
+    if reuse and all(p.exists() for p in paths.values()):
+        return paths
+    return export_ours(config, export_dir)
+
+
+def interleaved_buffers(models: Dict[str, torch.nn.Module], rounds: int, block: int) -> Dict[str, List[float]]:
+    feeds = {name: BufferFeed(module) for name, module in models.items()}
+    for feed in feeds.values():
+        feed.run(WARMUP)
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    order = list(models)
+    for r in range(rounds):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            times[name] += feeds[name].run(block)
+    return times
+
+
+def interleaved_offline(models: Dict[str, torch.nn.Module], calls: int) -> Dict[str, object]:
+    inputs = {name: offline_input(int(m.decode_params[1])) for name, m in models.items()}
+    for name, module in models.items():
+        time_offline_once(module, inputs[name])  # warm-up
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    order = list(models)
+    for r in range(calls):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            times[name].append(time_offline_once(models[name], inputs[name]))
+    return {name: offline_stats(times[name], inputs[name].shape[-1]) for name in models}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/v2.yaml"))
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of interleaved blocks (default 6)")
+    parser.add_argument("--block", type=int, default=50, help="buffers per model per round (default 50)")
+    parser.add_argument("--offline-calls", type=int, default=3, help="timed 10 s calls per model (default 3)")
+    parser.add_argument("--export-dir", type=Path, default=REPO / ".cache" / "bench_exports")
+    parser.add_argument("--reuse", action="store_true", help="reuse the exports already in --export-dir")
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--profile-calls", type=int, default=20,
+                        help="buffer calls profiled per model (default 20; the tables take minutes for more)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    args.export_dir.mkdir(parents=True, exist_ok=True)
+
+    start = time.time()
+    rave = export_rave(args.export_dir, args.reuse)
+    ours = export_ours_cached(args.config, args.export_dir, args.reuse)
+    print(f"exports ready in {time.time() - start:.0f} s", flush=True)
+    paths = {"rave": {k: rave[k] for k in ("streaming", "offline")}, "ours": ours}
+    streaming = {name: torch.jit.load(str(paths[name]["streaming"])).eval() for name in NAMES}
+    offline = {name: torch.jit.load(str(paths[name]["offline"])).eval() for name in NAMES}
+
+    buffer_times = interleaved_buffers(streaming, args.rounds, args.block)
+    offline_results = interleaved_offline(offline, args.offline_calls)
+    results: Dict[str, object] = {}
+    for name in NAMES:
+        results[name] = {
+            "streaming": buffer_stats(buffer_times[name]),
+            "offline": offline_results[name],
+            "files": {kind: describe_file(Path(p)) for kind, p in paths[name].items()},
+            "parameters": parameter_count(streaming[name]),
+            "buffer_elements": buffer_count(streaming[name]),
+        }
+    r, o = results["rave"], results["ours"]
+    results["speedup_ours_over_rave"] = {
+        "streaming_median": r["streaming"]["median_ms"] / o["streaming"]["median_ms"],
+        "streaming_p99": r["streaming"]["p99_ms"] / o["streaming"]["p99_ms"],
+        "streaming_min": r["streaming"]["min_ms"] / o["streaming"]["min_ms"],
+        "offline": o["offline"]["rtf"] / r["offline"]["rtf"],
+    }
+    settings = {
+        "config": str(args.config), "rave": f"acids-rave=={rave['rave_version']} (v2.gin, scripts/export.py)",
+        "buffer": BUFFER, "warmup_calls": WARMUP, "rounds": args.rounds, "block": args.block,
+        "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "weights": "untrained (random init)", "load_average": list(os.getloadavg()),
+        "timed": "TorchScript forward() per [1, 1, 2048] buffer, streaming exports, interleaved blocks; "
+                 "offline: one forward() (encode+decode) of ~10 s on the non-streaming exports",
+    }
+    path = write_results("stream_vs_rave", settings, results)
+    for name, label in (("rave", "RAVE v2 2.3.1"), ("ours", f"rave_ddsp {args.config.stem}")):
+        s, f = results[name]["streaming"], results[name]["offline"]
+        print(f"{label:>20}: per buffer median {s['median_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms  "
+              f"min {s['min_ms']:6.2f} ms  RTF {s['rtf']:5.2f} | offline RTF {f['rtf']:5.1f} | "
+              f"streaming file {results[name]['files']['streaming']['size_mb']:.1f} MB | "
+              f"{results[name]['parameters']:,} params")
+    print(f"speed-up (RAVE time / ours): {json.dumps({k: round(v, 2) for k, v in results['speedup_ours_over_rave'].items()})}")
+    print(f"-> {path}")
+
+    if not args.no_profile:
+        text = profile_table(streaming["ours"], args.profile_calls, title=f"rave_ddsp streaming export ({args.config})")
+        text += "\n\n" + profile_table(streaming["rave"], args.profile_calls,
+                                       title="official RAVE v2 2.3.1 streaming export (for comparison)")
+        profile_path = path.parent / "stream_profile.txt"
+        profile_path.write_text(text)
+        print(f"profile -> {profile_path}")
+
+
+if __name__ == "__main__":
+    main()
