@@ -84,6 +84,8 @@ def convolve(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, dil
     if x.is_cuda or x.shape[0] > 1 or x.numel() > native_limit:
         return nn.functional.conv1d(x, weight, bias, stride, 0, dilation)
     kernel = weight.shape[-1]
+    if kernel == 1 and stride == 1:
+        return nn.functional.linear(x.transpose(1, 2), weight[:, :, 0], bias).transpose(1, 2)  # [B, H_out, T]
     frames = (x.shape[-1] - (kernel - 1) * dilation - 1) // stride + 1
     span = (frames - 1) * stride + 1
     taps = [x[..., i * dilation:i * dilation + span:stride] for i in range(kernel)]  # k x [B, H_in, T_out]
@@ -139,7 +141,8 @@ class Snake(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         alpha = self.alpha
-        return x + torch.sin(alpha * x).pow(2) / (alpha + 1e-9)
+        wave = torch.sin(alpha * x)
+        return torch.addcdiv(x, wave * wave, alpha + 1e-9)
 
 
 def activation(name: str, channels: int) -> nn.Module:
