@@ -32,15 +32,14 @@ def measure(config: str, threads: int, phase: int, steps: int, warmup: int, gpu:
     import torch
     from torch.utils.data import DataLoader
 
-    from rave_ddsp.model import RAVE
+    from rave_ddsp.cli import model_from_config
 
     torch.set_num_threads(threads)
-    full = yaml.safe_load((ROOT / "configs" / f"{config}.yaml").read_text())
-    model_args = {k: v for k, v in full["model"].items() if not k.endswith("_optimizer")}
-    model_args["phase2_step"] = 0 if phase == 2 else 10 ** 9
-    model = RAVE(**model_args)
-    batch, length = full["data"]["batch_size"], full["data"]["n_signal"]
-    audio = [0.1 * torch.randn(model_args.get("channels", 1), length) for _ in range(batch * (steps + warmup))]
+    path = ROOT / "configs" / f"{config}.yaml"
+    model = model_from_config(path, phase2_step=0 if phase == 2 else 10 ** 9)
+    data = yaml.safe_load(path.read_text())["data"]
+    batch, length = data["batch_size"], data["n_signal"]
+    audio = [0.1 * torch.randn(model.hparams.channels, length) for _ in range(batch * (steps + warmup))]
     times = []
 
     class Timer(L.Callback):

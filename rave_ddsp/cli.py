@@ -8,7 +8,10 @@ A run lives in ``<runs_root>/<name>/``: ``config.yaml`` (the resolved configurat
 with its own configuration: ``--config runs/RUN/config.yaml --ckpt_path last``.
 """
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
+
+import yaml
+from jsonargparse import ArgumentParser
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -96,3 +99,17 @@ class TrainingCLI(LightningCLI):
     def fit(self) -> None:
         self.check()
         self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=self.resolve_ckpt_path())
+
+
+def model_from_config(*paths: Union[str, Path], **overrides) -> RAVE:
+    """The model of one or more config files (later ones override earlier ones), then ``overrides``.
+
+    Builds only the ``model`` section (no data, no trainer): for benchmarks, checks and tests.
+    """
+    merged = {}
+    for path in paths:
+        merged.update(yaml.safe_load(Path(path).read_text()).get("model") or {})
+    merged.update(overrides)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(RAVE, "model", fail_untyped=False)
+    return parser.instantiate_classes(parser.parse_object({"model": merged})).model

@@ -149,3 +149,25 @@ def test_validation_fills_latent_buffers_and_they_are_saved(tmp_path):
     loaded = RAVE.load_from_checkpoint(path, map_location="cpu")
     torch.testing.assert_close(loaded.latent_pca, model.latent_pca)
     torch.testing.assert_close(loaded.latent_fidelity, model.latent_fidelity)
+
+
+def test_schedulers_from_config_step_once_per_training_step():
+    from functools import partial
+
+    model = tiny_model(phase2_step=2,
+                       generator_scheduler=partial(torch.optim.lr_scheduler.ExponentialLR, gamma=0.5),
+                       discriminator_scheduler=partial(torch.optim.lr_scheduler.ExponentialLR, gamma=0.5))
+    fit(model, steps=4)
+    generator, discriminator = model.optimizers()
+    assert generator.param_groups[0]["lr"] == pytest.approx(1e-4 * 0.5 ** 4)
+    assert discriminator.param_groups[0]["lr"] == pytest.approx(1e-4 * 0.5 ** 2)  # phase 2 only
+
+
+def test_bf16_mixed_precision_trains_both_phases():
+    model = tiny_model(phase2_step=1)
+    audio = [0.3 * torch.randn(1, 16 * HOP) for _ in range(4)]
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", limit_val_batches=0, precision="bf16-mixed")
+    trainer.fit(model, DataLoader(audio, batch_size=2))
+    assert trainer.global_step == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())

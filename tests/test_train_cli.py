@@ -53,6 +53,23 @@ def test_every_shipped_config_parses_and_trains_a_step(configs, hop, tmp_path):
     assert np.isfinite(cli.trainer.callback_metrics["validation/spectral"].item())
 
 
+def test_tensorboard_gets_losses_rates_norms_audio_and_images(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    TrainingCLI(args=demo_args(tmp_path, "--model.phase2_step", "1", "--trainer.log_every_n_steps", "1")).fit()
+    events = EventAccumulator(str(next((tmp_path / "run").glob("events.out.tfevents.*"))),
+                              size_guidance={"images": 0, "audio": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/spectral", "train/full_band", "train/bands", "train/kl", "train/beta", "train/loss",
+                "train/adversarial", "train/feature_matching", "train/discriminator", "lr/generator",
+                "lr/discriminator", "train/grad_norm_generator", "train/grad_norm_discriminator",
+                "validation/spectral", "latent/dimensions_for_fidelity_0.95"):
+        assert tag in scalars, tag
+    assert {"spectrogram/0", "latent/statistics"} <= set(events.Tags()["images"])
+    assert {"audio/0_original", "audio/0_reconstruction"} <= set(events.Tags()["audio"])
+
+
 def test_every_config_file_is_tested():
     tested = {"demo", "small", "v2", "causal"}
     assert {path.stem for path in (ROOT / "configs").glob("*.yaml")} == tested
