@@ -10,6 +10,7 @@ A latent file ``x.npy`` holds float32 ``[Z, L]`` PCA coordinates; its sidecar ``
 (:func:`latent_info`) records the model, its rates and the audio's original length, which
 decoding uses to crop its output.
 """
+import argparse
 import json
 import os
 from dataclasses import dataclass, field
@@ -72,6 +73,18 @@ class atomic_path:
             os.replace(self.temporary, self.target)
         else:
             self.temporary.unlink(missing_ok=True)
+
+
+def add_model_options(parser: argparse.ArgumentParser, output_help: str) -> None:
+    """The options encode.py, decode.py and reconstruct.py share: model, output, device, windows, quiet."""
+    from rave_ddsp.codec import BATCH_SECONDS
+
+    parser.add_argument("--model", required=True, help="run folder, checkpoint or non-streaming .ts export")
+    parser.add_argument("--output", required=True, help=output_help)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS,
+                        help="audio per forward pass; longer signals go in overlapping windows (bounds memory)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def parse_device(name: str) -> torch.device:

@@ -12,8 +12,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from rave_ddsp.codec import BATCH_SECONDS
-from rave_ddsp.codec_files import AUDIO_FORMATS, decode_files, parse_device
+from rave_ddsp.codec_files import AUDIO_FORMATS, add_model_options, decode_files, parse_device
 from rave_ddsp.errors import UserError
 from rave_ddsp.inference import load
 
@@ -21,13 +20,8 @@ from rave_ddsp.inference import load
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="LATENTS", help=".npy files or folders (recursive)")
-    parser.add_argument("--model", required=True, help="run folder, checkpoint or non-streaming .ts export")
-    parser.add_argument("--output", required=True, help="folder for the audio files")
     parser.add_argument("--format", default="wav", choices=sorted(AUDIO_FORMATS), help="audio file format")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS,
-                        help="audio per forward pass; longer latents go in overlapping windows (bounds memory)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(parser, "folder for the audio files")
     args = parser.parse_args(argv)
     try:
         model = load(args.model, parse_device(args.device))
