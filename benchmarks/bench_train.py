@@ -1,6 +1,7 @@
 """Training speed: steps/s and peak memory per config, phase and thread count (or GPU precision).
 
     python -m benchmarks.bench_train [--configs demo small v2] [--threads 1 2] [--steps 5]
+    python -m benchmarks.bench_train --configs v2 --steps 2 --warmup 1 --append     # adds v2 rows to the file
     python -m benchmarks.bench_train --configs v2 --gpu --precisions 32-true bf16-mixed   # on a GPU
 
 Each measurement runs in its own process (so peak memory is its own): the config's model
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import write_results
+from benchmarks.common import RESULTS_DIR, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,17 @@ def measure(config: str, threads: int, phase: int, steps: int, warmup: int, gpu:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
     return {"config": config, "phase": phase, "threads": threads, "precision": precision,
             "batch": batch, "n_signal": length, "median_step_s": step, "steps_per_s": 1 / step,
-            "peak_memory_gib": peak, "timed_steps": len(times) - warmup}
+            "peak_memory_gib": peak, "timed_steps": len(times) - warmup, "warmup_steps": warmup}
+
+
+def _key(row: dict) -> tuple:
+    return row["config"], row["phase"], row["threads"], row["precision"]
+
+
+def previous_rows(name: str) -> list:
+    """The rows of an earlier results file (empty when there is none)."""
+    path = RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text())["results"] if path.exists() else []
 
 
 def main() -> None:
@@ -74,6 +85,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--gpu", action="store_true", help="measure on CUDA (threads ignored)")
     parser.add_argument("--precisions", nargs="+", default=["32-true"])
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows already in the results file that this run does not re-measure")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement as JSON
     args = parser.parse_args()
     if args.one:
@@ -98,8 +111,10 @@ def main() -> None:
                     print(f"{config:6s} phase {phase} {precision:10s} threads {thread_count}: "
                           f"{row['steps_per_s']:.3f} steps/s, peak {row['peak_memory_gib']:.2f} GiB", flush=True)
     name = "train_gpu" if args.gpu else "train"
-    path = write_results(name, {"steps": args.steps, "warmup": args.warmup, "data": "random audio, config batch/crop"},
-                         rows)
+    if args.append:
+        rows = [row for row in previous_rows(name) if _key(row) not in {_key(new) for new in rows}] + rows
+    path = write_results(name, {"data": "random audio, config batch/crop",
+                                "timed": "median step time over timed_steps after warmup_steps (per row)"}, rows)
     print(f"wrote {path}")
 
 

@@ -64,6 +64,7 @@ class ReconstructionReport(L.Callback):
 
     def __init__(self) -> None:
         self.before: Optional[float] = None
+        self.start_step = 0
 
     def distance(self, trainer: L.Trainer, module: L.LightningModule) -> float:
         loader = trainer.datamodule.val_dataloader()
@@ -83,9 +84,10 @@ class ReconstructionReport(L.Callback):
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self.before = self.distance(trainer, module)
+            self.start_step = trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.before is not None:
             after = self.distance(trainer, module)
-            print(f"validation spectral distance: {self.before:.3f} at step-start of this run -> {after:.3f} "
+            print(f"validation spectral distance: {self.before:.3f} at step {self.start_step} -> {after:.3f} "
                   f"after step {trainer.global_step} ({100 * (after - self.before) / self.before:+.1f} %)")

@@ -1,4 +1,5 @@
 """scripts/train.py: every shipped config, run folders, resume, bad input, Ctrl-C, DDP."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,14 +84,17 @@ def test_print_config_works(capsys):
     assert "sample_rate: 22050" in printed and "path: builtin:demo" in printed
 
 
-def test_resume_continues_step_optimizer_and_phase(tmp_path):
+def test_resume_continues_step_optimizer_and_phase(tmp_path, capsys):
     TrainingCLI(args=demo_args(tmp_path, "--model.phase2_step", "3", steps=2)).fit()
+    assert re.search(r"validation spectral distance: \d+\.\d{3} at step 0 -> \d+\.\d{3} after step 2 \([+-]\d+\.\d %\)",
+                     capsys.readouterr().out)
     run = tmp_path / "run"
     first = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert first["global_step"] == 2
     resumed = TrainingCLI(args=["--config", str(run / "config.yaml"), "--ckpt_path", "last",
                                 "--trainer.max_steps", "4"])
     resumed.fit()
+    assert "at step 2 -> " in capsys.readouterr().out  # the report measures this run's own start
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 4
     generator_state = last["optimizer_states"][0]["state"]
