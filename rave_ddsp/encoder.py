@@ -1,4 +1,5 @@
 """Variational encoder: PQMF bands -> latent posterior (mean, scale) per latent frame."""
+import math
 from typing import List, Sequence, Tuple
 
 import torch
@@ -13,6 +14,15 @@ SCALE_FLOOR = 1e-4
 class VariationalEncoder(nn.Module):
     """``bands [B, C*M, T] -> (mean [B, Z, L], scale [B, Z, L])`` with ``L = T / prod(ratios)``.
 
+    The bands are first mu-law companded (``sign(x) log(1 + mu |x|) / log(1 + mu)``,
+    ``input_mu``; 0 turns it off). Recordings sit around -30 dB and most bands far lower,
+    about 30 dB under what the convolutions' initial biases contribute, and with weight
+    normalisation Adam raises a layer's gain only by about the learning rate per step.
+    Uncompanded, the encoder's output stayed constant (small.yaml on two dev phrases, 300
+    steps: latent std over time 0.005, loudness correlation of the output with the input
+    about 0); companded, 0.2-0.8 and 0.5-0.85. Companding is pointwise and invertible: no
+    information is lost and no streaming state is needed.
+
     A first convolution to ``channels[0]``, then per ratio ``r_i``: a residual stack at
     ``channels[i]`` and a strided convolution (kernel ``2 r_i``) down to ``channels[i+1]``;
     a last convolution gives ``2 Z`` channels: the mean and, through softplus, the scale.
@@ -24,6 +34,7 @@ class VariationalEncoder(nn.Module):
         ratios: downsampling ratio of each stage.
         kernel_size, dilations: of the residual units.
         activation_name: see :func:`rave_ddsp.layers.activation`.
+        input_mu: mu of the input companding (0: none).
         causal, streaming, cumulative_delay: see :mod:`rave_ddsp.layers` (the delay the
             band signals already carry, e.g. the streaming PQMF's, in band samples).
     """
@@ -37,12 +48,16 @@ class VariationalEncoder(nn.Module):
         kernel_size: int = 3,
         dilations: Sequence[int] = (1, 3, 9),
         activation_name: str = "leaky_relu",
+        input_mu: float = 255.0,
         *,
         causal: bool = False,
         streaming: bool = False,
         cumulative_delay: int = 0,
     ):
         super().__init__()
+        if input_mu < 0:
+            raise ValueError(f"input_mu must be >= 0, got {input_mu}")
+        self.input_mu = float(input_mu)
         if len(channels) != len(ratios) + 1:
             raise ValueError(f"need len(channels) == len(ratios) + 1, got {list(channels)} and {list(ratios)}")
         kw = dict(causal=causal, streaming=streaming)
@@ -64,6 +79,8 @@ class VariationalEncoder(nn.Module):
         """Streaming delay in latent frames."""
 
     def forward(self, bands: Tensor) -> Tuple[Tensor, Tensor]:
+        if self.input_mu > 0:
+            bands = torch.sign(bands) * torch.log1p(self.input_mu * bands.abs()) / math.log1p(self.input_mu)
         mean, raw_scale = self.net(bands).chunk(2, dim=1)  # [B, Z, L] each
         return mean, nn.functional.softplus(raw_scale) + self.scale_floor
 

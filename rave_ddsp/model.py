@@ -45,7 +45,9 @@ class RAVE(L.LightningModule):
     Signal: ``sample_rate``, ``channels`` (C), ``n_bands`` (M, PQMF; 1 disables it),
     ``pqmf_attenuation`` (dB). Architecture: see :class:`VariationalEncoder` and
     :class:`Decoder` for ``hidden_channels``, ``ratios``, ``kernel_size``, ``dilations``,
-    ``activation``, ``noise_bands``, ``noise_ratios``; ``latent_size`` (Z); ``causal``
+    ``activation``, ``encoder_input_mu`` (mu-law companding of the encoder's input),
+    ``noise_bands``, ``noise_ratios``, ``decoder_initial_gain_db`` (the waveform head's
+    starting gain); ``latent_size`` (Z); ``causal``
     (no look-ahead: lowest streaming delay). Losses: spectral scales (``full_band_ffts``,
     optional ``full_band_mels`` per scale, ``band_ffts``) and weights; ``beta`` (KL weight
     after warm-up, from ``beta_start``); phase 2 from ``phase2_step`` with
@@ -68,8 +70,10 @@ class RAVE(L.LightningModule):
         kernel_size: int = 3,
         dilations: Sequence[int] = (1, 3, 9),
         activation: str = "leaky_relu",
+        encoder_input_mu: float = 255.0,
         noise_bands: int = 5,
         noise_ratios: Sequence[int] = (4, 4, 4),
+        decoder_initial_gain_db: float = -40.0,
         causal: bool = False,
         full_band_ffts: Sequence[int] = (2048, 1024, 512, 256, 128),
         full_band_mels: Optional[Sequence[int]] = None,
@@ -107,9 +111,10 @@ class RAVE(L.LightningModule):
         self.pqmf = PQMF(n_bands, pqmf_attenuation, streaming=streaming)
         architecture = dict(channels=hidden_channels, ratios=ratios, kernel_size=kernel_size, dilations=dilations,
                             activation_name=activation, causal=causal, streaming=streaming)
-        self.encoder = VariationalEncoder(band_channels, latent_size, **architecture,
+        self.encoder = VariationalEncoder(band_channels, latent_size, **architecture, input_mu=encoder_input_mu,
                                           cumulative_delay=self.pqmf.analysis_delay // n_bands)
         self.decoder = Decoder(band_channels, latent_size, noise_bands=noise_bands, noise_ratios=noise_ratios,
+                               initial_gain_db=decoder_initial_gain_db,
                                **architecture)
         self.discriminator = CombinedDiscriminator(discriminators, channels, discriminator_capacity_scale)
         self.full_band_distance = losses.MultiScaleSTFT(full_band_ffts, linear_weight=spectral_linear_weight,

@@ -46,6 +46,30 @@ def test_length_not_multiple_of_hop_is_refused():
         tiny_model().encode(torch.randn(1, 1, 100))
 
 
+@pytest.mark.parametrize("gain_db", [-40.0, -20.0])
+def test_untrained_waveform_head_starts_at_its_initial_gain(gain_db):
+    model = tiny_model(decoder_initial_gain_db=gain_db)
+    with torch.no_grad():
+        hidden = model.decoder.net(torch.randn(4, 4, 16))
+        _, amplitude = model.decoder.head(hidden).chunk(2, dim=1)
+    median_gain_db = 20 * math.log10(float(torch.sigmoid(amplitude).median()))
+    assert abs(median_gain_db - gain_db) < 3  # not 0.5 (-6 dB), the sigmoid's midpoint
+    with pytest.raises(ValueError, match="below 0 dB"):
+        tiny_model(decoder_initial_gain_db=0.0)
+
+
+def test_encoder_input_is_mu_law_companded():
+    model = tiny_model(encoder_input_mu=255.0)
+    bands = 1e-3 * torch.randn(2, 4, 64)
+    companded = torch.sign(bands) * torch.log1p(255 * bands.abs()) / math.log(256)
+    torch.testing.assert_close(model.encoder(bands)[0], model.encoder.net(companded).chunk(2, dim=1)[0])
+    assert float(companded.abs().mean() / bands.abs().mean()) > 30  # quiet bands lifted ~30 dB
+    plain = tiny_model(encoder_input_mu=0.0)
+    torch.testing.assert_close(plain.encoder(bands)[0], plain.encoder.net(bands).chunk(2, dim=1)[0])
+    with pytest.raises(ValueError, match="input_mu"):
+        tiny_model(encoder_input_mu=-1.0)
+
+
 def test_kl_is_the_textbook_formula():
     mean, scale = torch.tensor([[[0.0, 1.0, 0.0]]]), torch.tensor([[[1.0, 1.0, 2.0]]])
     expected = [0.0, 0.5, 0.5 * (4 - math.log(4) - 1)]
