@@ -20,11 +20,12 @@ class Decoder(nn.Module):
       the band signals are ``w * sigmoid(a)`` (the amplitude carries the loudness envelope,
       so the waveform part can stay near unit scale). ``a`` starts at the logit of
       ``initial_gain_db``: an untrained ``w`` is near unit scale, 30-40 dB louder than
-      recordings, and a decoder that starts that loud spends its first hundred steps
-      shrinking its output, saturates the sigmoid and settles on one average sound that
-      ignores the latent (small.yaml on two dev phrases, 300 steps: latent std over time
-      0.003-0.014, loudness correlation with the input about 0.1; starting at -43 dB:
-      0.2-0.8 and 0.5-0.85);
+      recordings (initial validation distance 378 instead of 13), and a decoder that starts
+      that loud spends its first hundred steps shrinking its output, saturates the sigmoid
+      and settles on one average sound that ignores the latent (small.yaml on two dev
+      phrases, 300 steps: latent std over time 0.003-0.014, loudness correlation with the
+      input about 0.1; starting at -43 dB, with the encoder's companded input: 0.2-0.8 and
+      0.5-0.85; either change alone is not enough);
     * noise branch: :class:`rave_ddsp.noise.FilteredNoise` on ``h``, one noise signal per band
       (always causal).
 
