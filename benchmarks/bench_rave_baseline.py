@@ -33,8 +33,7 @@ from typing import Dict
 
 import torch
 
-from benchmarks.bench_stream import (WARMUP, BUFFER, BufferFeed, buffer_count, buffer_stats, describe_file,
-                                     offline_input, offline_stats, parameter_count, time_offline_once)
+from benchmarks.bench_stream import BUFFER, WARMUP, buffer_count, parameter_count, time_exports
 
 RAVE_CONFIG = "v2"
 NAME = "rave_v2"
@@ -115,17 +114,9 @@ def main() -> None:
     from benchmarks.common import write_results
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = export_rave(Path(tmp))
-        streaming = torch.jit.load(str(paths["streaming"])).eval()
-        offline = torch.jit.load(str(paths["offline"])).eval()
-        files = {k: describe_file(p) for k, p in paths.items()}
-    feed = BufferFeed(streaming)
-    feed.run(WARMUP)
-    stream = buffer_stats(feed.run(args.buffers))
-    x = offline_input(int(offline.decode_params[1]))
-    time_offline_once(offline, x)
-    off = offline_stats([time_offline_once(offline, x) for _ in range(args.offline_calls)], x.shape[-1])
-    results = {"streaming": stream, "offline": off, "files": files, **describe_export(streaming)}
+        streaming, results = time_exports(export_rave(Path(tmp)), args.buffers, args.offline_calls)
+    results.update(describe_export(streaming))
+    stream, off, files = results["streaming"], results["offline"], results["files"]
     settings = {"rave": f"acids-rave=={rave_version()}", "config": f"{RAVE_CONFIG}.gin", "buffer": BUFFER,
                 "warmup": WARMUP, "threads": 1, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                 "timed": "scripted streaming export (RAVE's scripts/export.py --streaming): forward per buffer; "

@@ -21,7 +21,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -146,6 +146,24 @@ def describe_file(path: Path) -> Dict[str, object]:
     return {"path": str(path), "size_bytes": path.stat().st_size, "size_mb": round(path.stat().st_size / 1e6, 2)}
 
 
+def time_exports(paths: Dict[str, Path], buffers: int, offline_calls: int) -> Tuple[torch.nn.Module, Dict[str, object]]:
+    """Load a pair of exports (``paths["streaming"]``, ``paths["offline"]``) and time them alone.
+
+    Returns the streaming module and ``{"streaming": buffer stats, "offline": offline stats,
+    "files": sizes}``; the files are read before the caller's temporary folder goes away.
+    """
+    streaming = torch.jit.load(str(paths["streaming"])).eval()
+    offline = torch.jit.load(str(paths["offline"])).eval()
+    files = {k: describe_file(p) for k, p in paths.items()}
+    feed = BufferFeed(streaming)
+    feed.run(WARMUP)
+    stream = buffer_stats(feed.run(buffers))
+    x = offline_input(int(offline.decode_params[1]))
+    time_offline_once(offline, x)  # warm-up
+    off = offline_stats([time_offline_once(offline, x) for _ in range(offline_calls)], x.shape[-1])
+    return streaming, {"streaming": stream, "offline": off, "files": files}
+
+
 # ---------------------------------------------------------------- this project's exports
 
 def load_model_args(config: Path) -> Dict[str, object]:
@@ -191,17 +209,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_ours(args.config, Path(tmp), args.latent_size)
-        streaming = torch.jit.load(str(paths["streaming"])).eval()
-        offline = torch.jit.load(str(paths["offline"])).eval()
-        files = {k: describe_file(p) for k, p in paths.items()}
-    feed = BufferFeed(streaming)
-    feed.run(WARMUP)
-    stream = buffer_stats(feed.run(args.buffers))
-    x = offline_input(int(offline.decode_params[1]))
-    time_offline_once(offline, x)
-    off = offline_stats([time_offline_once(offline, x) for _ in range(args.offline_calls)], x.shape[-1])
-    results = {"streaming": stream, "offline": off, "files": files, "parameters": parameter_count(streaming),
-               "buffer_elements": buffer_count(streaming)}
+        streaming, results = time_exports(paths, args.buffers, args.offline_calls)
+    results.update(parameters=parameter_count(streaming), buffer_elements=buffer_count(streaming))
+    stream, off, files = results["streaming"], results["offline"], results["files"]
     settings = {"config": str(args.config), "buffer": BUFFER, "warmup": WARMUP, "threads": 1,
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     path = write_results("stream", settings, results)

@@ -112,7 +112,8 @@ def main() -> None:
                           f"{row['steps_per_s']:.3f} steps/s, peak {row['peak_memory_gib']:.2f} GiB", flush=True)
     name = "train_gpu" if args.gpu else "train"
     if args.append:
-        rows = [row for row in previous_rows(name) if _key(row) not in {_key(new) for new in rows}] + rows
+        measured = {_key(row) for row in rows}
+        rows = [row for row in previous_rows(name) if _key(row) not in measured] + rows
     path = write_results(name, {"data": "random audio, config batch/crop",
                                 "timed": "median step time over timed_steps after warmup_steps (per row)"}, rows)
     print(f"wrote {path}")
