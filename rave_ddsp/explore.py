@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import soundfile
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -43,11 +42,6 @@ def encode_file(model: AutoEncoder, path: Path) -> Tuple[Tensor, Tensor]:
 def render(model: AutoEncoder, latent: Tensor, samples: int) -> Tensor:
     """``latent [Z, L] -> audio [C, samples]`` (decoded, cropped to ``samples``)."""
     return model.decode(latent[None])[0, :, :samples]
-
-
-def write_wav(path: Path, audio: Tensor, sample_rate: int) -> None:
-    """``audio [C, T]`` as a 32-bit float WAV (no clipping: decoded audio can exceed full scale)."""
-    soundfile.write(str(path), audio.T.numpy(), sample_rate, subtype="FLOAT")
 
 
 # ------------------------------------------------------------------------- pca --

@@ -22,6 +22,7 @@ import torch
 from rave_ddsp import explore as ex
 from rave_ddsp import explore_figures as figures
 from rave_ddsp import metrics
+from rave_ddsp.codec_files import write_audio
 from rave_ddsp.errors import UserError
 from rave_ddsp.inference import AutoEncoder, load
 from rave_ddsp.plots import plt, spectrogram_panels
@@ -68,7 +69,7 @@ def run_sweep(model: AutoEncoder, args) -> None:
     for d in range(dims):
         for i in range(args.steps):
             path = args.output / f"sweep_dim{d}_step{i}.wav"
-            ex.write_wav(path, swept[d, i], model.sample_rate)
+            write_audio(path, swept[d, i], model.sample_rate, "wav")
             print(f"wrote {path} (dim {d} {float(offsets[i]):+.3f})")
     signals = [[mono(swept[d, i]) for i in range(args.steps)] for d in range(dims)]
     save(figures.spectrogram_grid(signals, [f"dim {d}" for d in range(dims)], [f"{o:+.2f}" for o in offsets.tolist()],
@@ -87,7 +88,7 @@ def run_interpolate(model: AutoEncoder, args) -> None:
                                       samples, progress=not args.quiet)
     for i in range(args.steps):
         path = args.output / f"interpolate_step{i}.wav"
-        ex.write_wav(path, audio[i], model.sample_rate)
+        write_audio(path, audio[i], model.sample_rate, "wav")
         print(f"wrote {path} (weight {float(weights[i]):.3f})")
     kind = "spherical" if args.spherical else "linear"
     titles = [f"step {i}: weight {float(w):.2f}" for i, w in enumerate(weights)]
@@ -109,7 +110,7 @@ def run_walk(model: AutoEncoder, args) -> None:
           f"settles to a spread (std) of {spread:.3f} around the {'start' if start is not None else 'data mean'}")
     audio = ex.render(model, latent, samples)
     path = args.output / "walk.wav"
-    ex.write_wav(path, audio, model.sample_rate)
+    write_audio(path, audio, model.sample_rate, "wav")
     print(f"wrote {path}")
     save(figures.trajectory_figure(latent.numpy(), mono(audio), model.sample_rate, model.frame_rate, dims,
                                    f"random walk (tau {args.tau} s, step {args.step}/s, seed {args.seed})"),
@@ -129,7 +130,7 @@ def run_sample(model: AutoEncoder, args) -> None:
     for i, latent in enumerate(latents):
         audio = ex.render(model, latent, samples)
         path = args.output / f"sample_{i}.wav"
-        ex.write_wav(path, audio, model.sample_rate)
+        write_audio(path, audio, model.sample_rate, "wav")
         print(f"wrote {path}")
         save(figures.trajectory_figure(latent.numpy(), mono(audio), model.sample_rate, model.frame_rate, dims,
                                        f"prior sample {i} (temperature {args.temperature}, smoothing {args.smooth} s, "
