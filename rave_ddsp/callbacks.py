@@ -47,10 +47,17 @@ class MediaLogger(L.Callback):
 
 
 class InterruptCheckpoint(L.Callback):
-    """On Ctrl-C, save ``last.ckpt`` in the checkpoint folder so that ``--ckpt_path last`` resumes."""
+    """Keep ``last.ckpt`` at the latest step: on Ctrl-C, and when training ends between the
+    periodic checkpoints (ModelCheckpoint writes it only at those), so ``--ckpt_path last``
+    and the export always take the final state. A run stopped by an error saves nothing: its
+    last checkpoint stays the last good one."""
 
     def __init__(self, dirpath: str):
         self.path = Path(dirpath) / "last.ckpt"
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.global_step > 0:
+            trainer.save_checkpoint(str(self.path))
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt) and trainer.global_step > 0:

@@ -1,6 +1,9 @@
 """scripts/train.py: every shipped config, run folders, resume, bad input, Ctrl-C, DDP."""
 import re
+import shutil
+import signal
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -30,10 +33,13 @@ def demo_args(tmp_path: Path, *extra: str, steps: int = 2) -> list:
 
 
 def run_main(args, monkeypatch, capsys):
+    """scripts/train.py's main() in this process: its exit status (0 when it returns) and output."""
     monkeypatch.setattr(sys, "argv", ["train.py", *args])
-    with pytest.raises(SystemExit) as exit_info:
+    try:
         train.main()
-    return exit_info.value.code, capsys.readouterr()
+    except SystemExit as exit_info:
+        return exit_info.code, capsys.readouterr()
+    return 0, capsys.readouterr()
 
 
 @pytest.mark.parametrize("configs,hop", [(["demo"], 256), (["small"], 1024), (["v2"], 2048),
@@ -120,6 +126,7 @@ def test_bad_data_path_is_a_clear_error(path, message, tmp_path, monkeypatch, ca
     code, out = run_main(demo_args(tmp_path, "--data.path", path), monkeypatch, capsys)
     assert code == 2
     assert message in out.err and path in out.err and "Traceback" not in out.err
+    assert not (tmp_path / "run").exists()  # a run that fails before its first checkpoint leaves nothing
 
 
 def test_config_key_typo_names_the_key(tmp_path, monkeypatch, capsys):
@@ -183,3 +190,100 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 2
+
+
+def checkpoint_step(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+
+
+def folder_state(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*")
+            if p.is_file()}
+
+
+def test_resume_after_sigint_always_writes_last_ckpt(tmp_path):
+    """The user's sequence: train, Ctrl-C (a real SIGINT), resume twice, then resume a copy of the run."""
+    args = demo_args(tmp_path, "--checkpoint_every", "5", "--trainer.val_check_interval", "1000", steps=100000)
+    process = subprocess.Popen([sys.executable, str(TRAIN), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists():  # the first periodic checkpoint: training is under way
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err[-3000:]
+    stopped = int(re.search(r"interrupted at step (\d+)", out).group(1))
+    assert stopped >= 5 and checkpoint_step(last) == stopped
+    for target in (stopped + 2, stopped + 4):
+        TrainingCLI(args=["--config", str(tmp_path / "run" / "config.yaml"), "--ckpt_path", "last",
+                          "--trainer.max_steps", str(target)]).fit()
+        assert checkpoint_step(last) == target
+        assert not list(last.parent.glob("last-*"))  # never last-v1.ckpt
+    copied = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "run", copied / "run")
+    original = folder_state(tmp_path / "run")
+    TrainingCLI(args=["--config", str(copied / "run" / "config.yaml"), "--runs_root", str(copied),
+                      "--ckpt_path", "last", "--trainer.max_steps", str(stopped + 6)]).fit()
+    assert checkpoint_step(copied / "run" / "checkpoints" / "last.ckpt") == stopped + 6
+    assert not list((copied / "run" / "checkpoints").glob("last-*"))
+    assert folder_state(tmp_path / "run") == original
+
+
+def test_reusing_a_run_name_refuses_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    assert run_main(demo_args(tmp_path), monkeypatch, capsys)[0] == 0
+    before = folder_state(tmp_path / "run")
+    code, out = run_main(demo_args(tmp_path, "--model.latent_size", "4"), monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in out.err
+    for fragment in (f"{tmp_path / 'run'}: a run named 'run' already exists; nothing was changed",
+                     f"--config {tmp_path / 'run' / 'config.yaml'} --ckpt_path last", "another --name", "--overwrite"):
+        assert fragment in out.err, out.err
+    assert folder_state(tmp_path / "run") == before
+
+    assert run_main(demo_args(tmp_path, "--model.latent_size", "4", "--overwrite", steps=1), monkeypatch, capsys)[0] == 0
+    assert "latent_size: 4" in (tmp_path / "run" / "config.yaml").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the replaced run is gone, nothing set aside
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt", "step-1.ckpt"]
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
+    # the saved config replays neither --overwrite nor --ckpt_path: starting from it refuses again
+    code, out = run_main(["--config", str(tmp_path / "run" / "config.yaml")], monkeypatch, capsys)
+    assert code == 2 and "already exists" in out.err
+
+
+def test_overwrite_that_fails_puts_the_old_run_back(tmp_path, monkeypatch, capsys):
+    assert run_main(demo_args(tmp_path), monkeypatch, capsys)[0] == 0
+    before = folder_state(tmp_path / "run")
+    code, out = run_main(demo_args(tmp_path, "--overwrite", "--data.path", str(tmp_path / "nowhere")),
+                         monkeypatch, capsys)
+    assert code == 2 and "nowhere" in out.err
+    assert folder_state(tmp_path / "run") == before and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_bad_checkpoints_say_what_the_file_is_not(tmp_path, monkeypatch, capsys):
+    assert run_main(demo_args(tmp_path), monkeypatch, capsys)[0] == 0
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    random_bytes = tmp_path / "random.ckpt"
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(4096))
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good[: len(good) // 2])
+    tensor = tmp_path / "tensor.ckpt"
+    torch.save(torch.zeros(3), tensor)
+    resume = ["--config", str(tmp_path / "run" / "config.yaml"), "--trainer.max_steps", "4"]
+    cases = [(random_bytes, "random.ckpt: not a checkpoint (checkpoints are zip archives"),
+             (truncated, "truncated.ckpt: a truncated or damaged checkpoint"),
+             (tensor, "tensor.ckpt: a PyTorch file, but not a rave_ddsp training checkpoint")]
+    for path, message in cases:
+        code, out = run_main([*resume, "--ckpt_path", str(path)], monkeypatch, capsys)
+        assert code == 2 and message in out.err and "Traceback" not in out.err, out.err
+        assert "weights_only" not in out.err and "file an issue" not in out.err
+    last.write_bytes(good[:1000])  # --ckpt_path last, truncated by a full disk
+    code, out = run_main([*resume, "--ckpt_path", "last"], monkeypatch, capsys)
+    assert code == 2 and "last.ckpt: a truncated or damaged checkpoint" in out.err and "step-*.ckpt" in out.err
+    last.write_bytes(good)
+    code, out = run_main(demo_args(tmp_path, "--name", "other", "--model.latent_size", "4", "--ckpt_path", str(last)),
+                         monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in out.err
+    assert "trained with other model settings" in out.err and "latent_size: 8 in the checkpoint, 4 now" in out.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["random.ckpt", "run", "tensor.ckpt", "truncated.ckpt"]
