@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:               # rave_ddsp importable without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
+from rave_ddsp.cli import avoid_amx_bf16_kernels  # noqa: E402
 from rave_ddsp.testing import nn_client as _nnc  # noqa: E402
+
+avoid_amx_bf16_kernels()  # before any test runs a oneDNN kernel: as scripts/train.py does
 
 
 @pytest.fixture(autouse=True, scope="session")
