@@ -5,7 +5,7 @@ kept, mono repeated to C, or averaged to mono (other mismatches are unreadable).
 ``torchaudio.functional.resample``. A file that cannot be used raises :class:`UnreadableAudio`.
 """
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile
@@ -25,6 +25,35 @@ class UnreadableAudio(UserError):
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = Path(path), reason
 
+
+SILENCE_PEAK = 1.0 / 32768
+"""Below one 16-bit step everywhere: digital silence, which teaches a model nothing."""
+
+
+def is_digital_silence(x: np.ndarray) -> bool:
+    """Whether every sample of ``x`` is below one 16-bit step (exact zeros, or dither-free fades)."""
+    return x.size == 0 or float(np.max(np.abs(x))) < SILENCE_PEAK
+
+
+class Clipping(NamedTuple):
+    """Samples of one file beyond full scale, which training clips to [-1, 1]."""
+
+    name: str
+    samples: int
+    percent: float
+    peak: float
+
+    def __str__(self) -> str:
+        return (f"{self.name}: {self.percent:.1f} % of samples beyond full scale (peak {self.peak:.3g}), "
+                "clipped to [-1, 1]; normalise it if that is not intended")
+
+
+def measure_clipping(x: np.ndarray, name: str) -> Optional[Clipping]:
+    """How much of ``x`` lies beyond [-1, 1] (None if nothing does)."""
+    over = int(np.count_nonzero(np.abs(x) > 1.0))
+    if not over:
+        return None
+    return Clipping(name, over, 100.0 * over / x.size, float(np.max(np.abs(x))))
 
 
 def find_audio_files(inputs: Sequence[PathLike]) -> Tuple[List[Tuple[Path, str]], List[Tuple[str, str]]]:

@@ -16,7 +16,10 @@ Store format (version 1): a folder holding
   ``items`` (``name`` relative to its input folder, ``offset`` and ``length`` in frames),
   plus the ``skipped`` files and their reasons.
 
-Audio is decoded by :mod:`rave_ddsp.audio`. Float audio beyond [-1, 1] is clipped, and counted.
+Audio is decoded by :mod:`rave_ddsp.audio`. Files of digital silence are skipped (nothing to
+learn); float audio beyond [-1, 1] is clipped, and each such file is named in a warning with
+its share of clipped samples and its peak. Both checks need the decoded audio, so a folder too
+large for memory (decoded lazily) is not audited.
 """
 import bisect
 import dataclasses
@@ -34,8 +37,8 @@ import torchaudio
 from tqdm import tqdm
 
 from rave_ddsp import corpus
-from rave_ddsp.audio import (AUDIO_EXTENSIONS, PathLike, UnreadableAudio, decode_audio, find_audio_files, load_audio,
-                             probe_audio)
+from rave_ddsp.audio import (AUDIO_EXTENSIONS, Clipping, PathLike, UnreadableAudio, decode_audio, find_audio_files,
+                             is_digital_silence, load_audio, measure_clipping, probe_audio)
 from rave_ddsp.errors import UserError
 
 BUILTIN_DEMO = "builtin:demo"
@@ -55,10 +58,12 @@ class Item(NamedTuple):
 
 
 
-def to_pcm(x: np.ndarray) -> Tuple[np.ndarray, int]:
-    """Float ``[C, T]`` -> int16 ``[C, T]`` clipped to [-1, 1], and the number of clipped samples."""
-    clipped = int(np.count_nonzero(np.abs(x) > 1.0))
-    return np.round(np.clip(x, -1.0, 1.0) * PCM_SCALE).astype(PCM_DTYPE), clipped
+def to_pcm(x: np.ndarray) -> np.ndarray:
+    """Float ``[C, T]`` -> int16 ``[C, T]``, clipped to [-1, 1]."""
+    return np.round(np.clip(x, -1.0, 1.0) * PCM_SCALE).astype(PCM_DTYPE)
+
+
+DIGITAL_SILENCE = "digital silence (every sample below one 16-bit step)"
 
 
 # ---------------------------------------------------------------------------- sources
@@ -181,7 +186,8 @@ AudioSource = Union[AudioStore, MemoryAudio, LazyAudioFiles]
 
 def open_audio_folder(path: PathLike, sample_rate: int, channels: int, max_cache_mb: float = 2048.0) -> AudioSource:
     """Audio files under ``path`` at ``sample_rate``: in memory if the float32 audio fits in
-    ``max_cache_mb``, else decoded lazily. Unreadable files are skipped with a warning."""
+    ``max_cache_mb``, else decoded lazily. Unreadable and silent files are skipped, and clipped
+    ones named, with a warning."""
     files, skipped = find_audio_files([path])
     probed = []
     for file, name in files:
@@ -189,6 +195,7 @@ def open_audio_folder(path: PathLike, sample_rate: int, channels: int, max_cache
             probed.append((file, name, *probe_audio(file, channels)))
         except UnreadableAudio as error:
             skipped.append((name, error.reason))
+    clipped: List[Clipping] = []  # only known for audio decoded here
     size_mb = sum(frames * sample_rate / rate for _, _, frames, rate in probed) * channels * 4 / 2**20
     if size_mb > max_cache_mb:
         source: AudioSource = LazyAudioFiles(probed, sample_rate, channels)
@@ -196,10 +203,17 @@ def open_audio_folder(path: PathLike, sample_rate: int, channels: int, max_cache
         arrays, items, offset = [], [], 0
         for file, name, _, _ in probed:
             try:
-                arrays.append(np.clip(load_audio(file, sample_rate, channels), -1.0, 1.0))
+                x = load_audio(file, sample_rate, channels)
             except UnreadableAudio as error:
                 skipped.append((name, error.reason))
                 continue
+            if is_digital_silence(x):
+                skipped.append((name, DIGITAL_SILENCE))
+                continue
+            clipping = measure_clipping(x, name)
+            if clipping:
+                clipped.append(clipping)
+            arrays.append(np.clip(x, -1.0, 1.0))
             items.append(Item(name, offset, arrays[-1].shape[1]))
             offset += arrays[-1].shape[1]
         audio = np.concatenate(arrays, axis=1) if arrays else np.zeros((channels, 0), np.float32)
@@ -211,6 +225,8 @@ def open_audio_folder(path: PathLike, sample_rate: int, channels: int, max_cache
         raise UserError(f"{path}: no readable audio: {found}")
     if skipped:
         warnings.warn(f"{path}: skipped {len(skipped)} files: {reasons}")
+    for clipping in clipped:
+        warnings.warn(f"{path}/{clipping}")
     return source
 
 
@@ -244,14 +260,14 @@ def open_audio_source(path: str, sample_rate: int, channels: int, max_cache_mb: 
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessSummary:
-    """What :func:`preprocess` wrote: the items, the skipped files and the clipped samples."""
+    """What :func:`preprocess` wrote: the items, the skipped files and the clipped ones."""
 
     output: Path
     sample_rate: int
     channels: int
     items: Tuple[Item, ...]
     skipped: Tuple[Tuple[str, str], ...]  # (name, reason)
-    clipped: Tuple[Tuple[str, int], ...]  # (name, samples clipped to [-1, 1])
+    clipped: Tuple[Clipping, ...]
 
     @property
     def total_samples(self) -> int:
@@ -262,8 +278,9 @@ class PreprocessSummary:
                  f"files read: {len(self.items)}, total {self.total_samples / self.sample_rate:.1f} s "
                  f"({self.total_samples} frames)"]
         if self.clipped:
-            lines.append(f"samples clipped to [-1, 1]: {sum(n for _, n in self.clipped)} in "
-                         + ", ".join(f"{name} ({n})" for name, n in self.clipped))
+            lines.append(f"samples clipped to [-1, 1]: {sum(c.samples for c in self.clipped)} in "
+                         + ", ".join(f"{c.name} ({c.samples}, {c.percent:.1f} %, peak {c.peak:.3g})"
+                                     for c in self.clipped))
         lines.append(f"files skipped: {len(self.skipped)}")
         lines += [f"  {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
@@ -286,7 +303,8 @@ def preprocess(inputs: Sequence[PathLike], output: PathLike, sample_rate: int = 
     """Decode, convert and resample audio files into a store at ``output`` (format: module docstring).
 
     The store is built in a hidden sibling folder and renamed into place once complete, so
-    a failure never leaves a valid-looking store. Raises :class:`UserError` when no file is
+    a failure (or Ctrl-C) never leaves a valid-looking store. Files of digital silence are
+    skipped; clipped ones are listed in the summary (``clipped``). Raises :class:`UserError` when no file is
     readable, or when ``output`` exists and is not an empty folder (or a store with ``overwrite``).
     """
     if sample_rate <= 0 or channels < 1:
@@ -296,22 +314,27 @@ def preprocess(inputs: Sequence[PathLike], output: PathLike, sample_rate: int = 
     files, skipped = find_audio_files(inputs)
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     items: List[Item] = []
-    clipped: List[Tuple[str, int]] = []
+    clipped: List[Clipping] = []
     offset = 0
     partial.mkdir(parents=True)
     try:
         with open(partial / AUDIO_FILE, "wb") as audio_file:
             for path, name in tqdm(files, desc="preprocess", unit="file", disable=not progress):
                 try:
-                    pcm, n_clipped = to_pcm(load_audio(path, sample_rate, channels))  # [C, T]
+                    x = load_audio(path, sample_rate, channels)  # [C, T]
                 except UnreadableAudio as error:
                     skipped.append((name, error.reason))
                     continue
+                if is_digital_silence(x):
+                    skipped.append((name, DIGITAL_SILENCE))
+                    continue
+                clipping = measure_clipping(x, name)
+                if clipping:
+                    clipped.append(clipping)
+                pcm = to_pcm(x)
                 audio_file.write(np.ascontiguousarray(pcm.T).tobytes())  # [T, C] interleaved
                 items.append(Item(name, offset, pcm.shape[1]))
                 offset += pcm.shape[1]
-                if n_clipped:
-                    clipped.append((name, n_clipped))
         if not items:
             reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped) or \
                 f"no files with an audio extension ({', '.join(AUDIO_EXTENSIONS)})"

@@ -28,7 +28,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: no store was written at {args.output} (nothing partial is left)", file=sys.stderr)
+        return 130
     print(summary)
+    for clipping in summary.clipped:
+        print(f"warning: {clipping}", file=sys.stderr)
     return 0
 
 

@@ -190,6 +190,21 @@ def test_unusable_paths_are_user_errors_naming_the_path(tmp_path, monkeypatch, p
         AudioDataModule(path, SR, n_signal=N).setup("fit")
 
 
+def test_a_folder_of_silence_is_refused_and_clipped_files_are_named(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    soundfile.write(str(folder / "zeros.wav"), np.zeros(4 * N, np.float32), SR, subtype="FLOAT")
+    with pytest.raises(UserError, match="no readable audio: .*zeros.wav: digital silence"):
+        open_audio_folder(folder, SR, 1)
+    soundfile.write(str(folder / "hot.wav"), np.full(4 * N, 100.0, np.float32), SR, subtype="FLOAT")
+    with pytest.warns(UserWarning) as caught:
+        source = open_audio_folder(folder, SR, 1)
+    messages = [str(w.message) for w in caught]
+    assert [item.name for item in source.items] == ["hot.wav"] and source.read(0, 8).max() == 1.0
+    assert any("hot.wav: 100.0 % of samples beyond full scale (peak 100)" in m for m in messages)
+    assert any("skipped 1 files: zeros.wav: digital silence" in m for m in messages)
+
+
 @pytest.mark.parametrize("kwargs", [{"val_fraction": 0.0}, {"val_fraction": 0.9}, {"n_signal": 0}, {"batch_size": 0}],
                          ids=["val0", "val-big", "n_signal", "batch"])
 def test_bad_settings_are_user_errors(kwargs):

@@ -97,9 +97,42 @@ def test_float_audio_beyond_full_scale_is_clipped_and_counted(tmp_path):
     x = np.array([0.5, 1.5, -2.0, 0.25, 1.0], np.float32)
     soundfile.write(str(tmp_path / "hot.wav"), x, SR, subtype="FLOAT")
     summary = preprocess([tmp_path / "hot.wav"], tmp_path / "db", SR, progress=False)
-    assert summary.clipped == (("hot.wav", 2),)
-    assert "samples clipped to [-1, 1]: 2 in hot.wav (2)" in str(summary)
+    assert summary.clipped == (("hot.wav", 2, 40.0, 2.0),)
+    assert "samples clipped to [-1, 1]: 2 in hot.wav (2, 40.0 %, peak 2)" in str(summary)
     np.testing.assert_allclose(AudioStore(tmp_path / "db").read(0, 5)[0], np.clip(x, -1, 1), atol=1 / 32767)
+
+
+def test_digital_silence_is_skipped_and_only_silence_is_refused(tmp_path):
+    (tmp_path / "in").mkdir()
+    soundfile.write(str(tmp_path / "in" / "zeros.wav"), np.zeros(100, np.float32), SR, subtype="FLOAT")
+    soundfile.write(str(tmp_path / "in" / "hiss.wav"), np.full(100, 1e-6, np.float32), SR, subtype="FLOAT")
+    with pytest.raises(UserError, match=r"hiss.wav: digital silence .*zeros.wav: digital silence"):
+        preprocess([tmp_path / "in"], tmp_path / "db", SR, progress=False)
+    assert not (tmp_path / "db").exists()
+    soundfile.write(str(tmp_path / "in" / "tone.wav"), np.full(100, 0.5, np.float32), SR, subtype="FLOAT")
+    summary = preprocess([tmp_path / "in"], tmp_path / "db", SR, progress=False)
+    assert [item.name for item in summary.items] == ["tone.wav"]
+    assert [name for name, _ in summary.skipped] == ["hiss.wav", "zeros.wav"]
+
+
+def test_cli_warns_about_clipped_files_with_their_figures(cli, tmp_path, capsys):
+    x = np.linspace(-100, 100, 1000, dtype=np.float32)  # 99 % beyond full scale, peak 100
+    soundfile.write(str(tmp_path / "loud.wav"), x, SR, subtype="FLOAT")
+    assert cli([str(tmp_path / "loud.wav"), "--output", str(tmp_path / "db"), "--sample-rate", str(SR), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: loud.wav: 99.0 % of samples beyond full scale (peak 100), clipped to [-1, 1]" in err
+
+
+def test_cli_ctrl_c_says_so_and_leaves_nothing(cli, audio_folder, tmp_path, capsys, monkeypatch):
+    import rave_ddsp.store as store
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(store, "to_pcm", interrupted)  # the first file is being written when Ctrl-C comes
+    assert cli([str(audio_folder), "--output", str(tmp_path / "db"), "--sample-rate", str(SR), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted: no store was written") and "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]
 
 
 def test_existing_outputs_are_protected(audio_folder, tmp_path):
