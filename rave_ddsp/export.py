@@ -21,7 +21,6 @@ noise table by time, so both comparisons are exact.
 """
 import math
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,8 @@ import cached_conv.convs as cc_convs
 import torch
 from torch import Tensor, nn
 
+from rave_ddsp.checkpoint import read_checkpoint
+from rave_ddsp.codec_files import atomic_path
 from rave_ddsp.errors import UserError
 from rave_ddsp.latent import latent_size_for_fidelity
 from rave_ddsp.layers import remove_weight_norm
@@ -256,6 +257,7 @@ def find_checkpoint(source: Path) -> Path:
 def load_model(source: Path, streaming: bool) -> RAVE:
     """The model of a checkpoint (or run folder), rebuilt streaming or not, on the CPU, in eval mode."""
     path = find_checkpoint(source)
+    read_checkpoint(path)  # a file that is not a training checkpoint is named for what it is not
     try:
         model = RAVE.load_from_checkpoint(path, map_location="cpu", streaming=streaming)
     except UserError:
@@ -322,6 +324,16 @@ def cache_rows(rows: int):
         cc_convs.MAX_BATCH_SIZE = saved
 
 
+def check_writable(output: Path) -> None:
+    """Refuse, before the slow work, an output that cannot be written (a read-only folder or file)."""
+    if output.is_dir():
+        raise UserError(f"{output}: is a folder; give the .ts file to write")
+    if not os.access(output.parent, os.W_OK | os.X_OK):
+        raise UserError(f"{output.parent}: the folder is not writable; choose another --output")
+    if output.exists() and not os.access(output, os.W_OK):
+        raise UserError(f"{output}: the file is read-only; nothing was changed (remove it or choose another --output)")
+
+
 def export(source: Path, output: Path, streaming: bool = False, latent_size: Optional[int] = None,
            fidelity: Optional[float] = None, channels: Optional[int] = None) -> ExportSummary:
     """Export a run folder or checkpoint to ``output`` (written atomically; nothing is overwritten on error)."""
@@ -330,20 +342,17 @@ def export(source: Path, output: Path, streaming: bool = False, latent_size: Opt
         raise UserError(f"{output}: the output must be a .ts file (nn~ loads TorchScript)")
     if not output.parent.is_dir():
         raise UserError(f"{output.parent}: no such folder for the output")
+    if channels is not None and channels < 1:
+        raise UserError(f"--channels {channels}: expected 1 or more (or leave it out for the model's own)")
+    check_writable(output)
     model = load_model(source, streaming)
     size = choose_latent_size(model, latent_size, fidelity)
     scripted = build(model, size, channels)
-    handle, temporary = tempfile.mkstemp(suffix=".ts", dir=output.parent)
-    os.close(handle)
     try:
-        torch.jit.save(scripted, temporary)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it owner-only; give it the usual mode
-        os.replace(temporary, output)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        with atomic_path(output) as temporary:
+            torch.jit.save(scripted, str(temporary))
+    except OSError as error:
+        raise UserError(f"{output}: cannot write the export ({error.strerror or error})") from None
     return ExportSummary(
         path=output, streaming=streaming, sample_rate=model.hparams.sample_rate, channels=scripted.channels,
         hop_length=model.hop_length, latent_size=size, full_latent_size=model.hparams.latent_size,

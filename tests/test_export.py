@@ -1,4 +1,5 @@
 """The nn~ export: contract (through nn_client, as nn~ drives it), streaming, latents, attributes, errors."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -218,6 +219,8 @@ def test_bad_exports_fail_clearly_and_overwrite_nothing(runs, tmp_path, monkeypa
     empty_run.mkdir()
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"not a checkpoint")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((runs["mono-centred"] / "checkpoints" / "last.ckpt").read_bytes()[:5000])
     bad_config = tmp_path / "bad_config.ckpt"
     checkpoint = torch.load(runs["mono-centred"] / "checkpoints" / "last.ckpt", weights_only=False)
     checkpoint["hyper_parameters"]["activation"] = "no_such_activation"
@@ -225,7 +228,10 @@ def test_bad_exports_fail_clearly_and_overwrite_nothing(runs, tmp_path, monkeypa
     cases = [
         ((empty_run,), "no checkpoint in this run folder"),
         ((tmp_path / "missing",), "no such run folder"),
-        ((corrupt,), "cannot load this checkpoint"),
+        ((corrupt,), "corrupt.ckpt: not a checkpoint (checkpoints are zip archives"),
+        ((truncated,), "truncated.ckpt: a truncated or damaged checkpoint"),
+        ((runs["mono-centred"], "--channels", "-2"), "--channels -2: expected 1 or more"),
+        ((runs["mono-centred"], "--channels", "0"), "--channels 0: expected 1 or more"),
         ((bad_config,), "no_such_activation"),
         ((runs["mono-centred"], "--latent-size", "7"), "outside 1..6"),
     ]
@@ -235,4 +241,28 @@ def test_bad_exports_fail_clearly_and_overwrite_nothing(runs, tmp_path, monkeypa
         assert message in out.err and "Traceback" not in out.err, out.err
         assert existing.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["keep.ts", "empty_run", "corrupt.ckpt",
-                                                                 "bad_config.ckpt"])
+                                                                 "truncated.ckpt", "bad_config.ckpt"])
+
+
+def test_unwritable_outputs_are_refused_by_name(runs, tmp_path, monkeypatch, capsys):
+    """Checked with os.access (which honours the caller, root included), and an OSError while
+    writing is a message too; nothing is left behind."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    protected = tmp_path / "protected.ts"
+    protected.write_bytes(b"precious")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) not in (locked, protected)
+                        and real_access(path, mode))
+    for output, message in ((locked / "m.ts", "locked: the folder is not writable"),
+                            (protected, "protected.ts: the file is read-only; nothing was changed")):
+        code, out = run_export_main([runs["mono-centred"], "--output", output], monkeypatch, capsys)
+        assert code == 2 and message in out.err and "Traceback" not in out.err, out.err
+    assert protected.read_bytes() == b"precious" and list(locked.iterdir()) == []
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch.jit, "save", disk_full)
+    code, out = run_export_main([runs["mono-centred"], "--output", tmp_path / "m.ts"], monkeypatch, capsys)
+    assert code == 2 and "m.ts: cannot write the export (No space left on device)" in out.err, out.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked", "protected.ts"]
