@@ -32,6 +32,12 @@ AUDIO_FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
 """Output format -> (soundfile format, subtype). WAV keeps float32 samples (no clipping); FLAC is
 24-bit, clipped to [-1, 1]."""
 PathLike = Union[str, Path]
+NPY_MAGIC = b"\x93NUMPY"
+LATENT_LIMIT = 1000.0
+"""Decoding refuses latents beyond this magnitude. Encoded latents are PCA coordinates of
+roughly unit scale (the prior is a standard normal); values near 1e3 and up are not a place
+in the latent space but a bug upstream, and the decoder turns them into audio peaks of the
+same order."""
 
 
 class UnusableFile(UserError):
@@ -225,9 +231,16 @@ def find_latent_files(inputs: Sequence[PathLike]) -> List[Tuple[Path, str]]:
 def check_latent(path: Path, latent_size: int) -> Optional[str]:
     """Why ``path`` cannot be decoded (None if it can); a wrong latent size raises :class:`UserError`."""
     try:
+        with open(path, "rb") as handle:
+            magic = handle.read(len(NPY_MAGIC))
+    except OSError as error:
+        return f"cannot read this file ({error.strerror})"
+    if magic != NPY_MAGIC:
+        return "not a .npy array file (scripts/encode.py writes latents as .npy)"
+    try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
-        return f"cannot read a .npy array ({error})"
+        return f"a damaged .npy array file ({error})"
     if array.ndim != 2 or array.shape[1] == 0 or not np.issubdtype(array.dtype, np.floating):
         return f"expected a float array [Z, L], got {array.dtype} {list(array.shape)}"
     if array.shape[0] != latent_size:
@@ -257,6 +270,10 @@ def decode_files(inputs: Sequence[PathLike], model: AutoEncoder, output: PathLik
         latent = torch.from_numpy(np.load(path).astype(np.float32))  # [Z, L]
         if not torch.isfinite(latent).all():
             raise UnusableFile(path, "contains NaN or infinite values")
+        peak = latent.abs().max().item()
+        if peak > LATENT_LIMIT:
+            raise UnusableFile(path, f"latent values up to {peak:.3g}, beyond the decodable range of "
+                                     f"+-{LATENT_LIMIT:g} (encoded latents are about unit scale)")
         length = latent.shape[-1] * model.hop_length
         sidecar = path.with_suffix(".json")
         if sidecar.is_file():

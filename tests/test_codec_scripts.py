@@ -210,6 +210,20 @@ def test_bad_input_fails_clearly_and_writes_nothing(models, audio_folder, tmp_pa
     assert sorted(p.name for p in out_dir.iterdir()) == ["a.wav"]  # no temporary left behind
 
 
+def test_decode_refuses_latents_that_are_not_latents(models, tmp_path, capsys):
+    folder = tmp_path / "latents"
+    folder.mkdir()
+    np.save(folder / "good.npy", np.zeros((LATENT, 10), np.float32))
+    np.save(folder / "huge.npy", np.full((LATENT, 10), 1e30, np.float32))
+    (folder / "text.npy").write_text("hello, not an array")
+    code, out = run_script("decode", [folder, "--model", models["checkpoint"], "--output", tmp_path / "out",
+                                      "--quiet"], capsys)
+    assert code == 0, out.err
+    assert "huge.npy: latent values up to 1e+30, beyond the decodable range of +-1000" in out.out
+    assert "text.npy: not a .npy array file" in out.out and "pickle" not in out.out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.wav"]
+
+
 def test_scripts_run_as_programs(models, audio_folder, tmp_path):
     """Each script of the issue as a separate process, all at once (interpreter start-up dominates)."""
     latents = tmp_path / "latents"
