@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from rave_ddsp.explore import FIDELITY_TARGETS, PCAReport
-from rave_ddsp.plots import log_spectrogram, plt
+from rave_ddsp.plots import colour_top, log_spectrogram, plt
 
 DYNAMIC_RANGE_DB = 80.0
 MAX_LINES = 8
@@ -21,7 +21,7 @@ TARGET_STYLES = {0.9: ":", 0.95: "--", 0.99: "-."}
 def _spectrogram(ax, signal: np.ndarray, sample_rate: int, top: Optional[float] = None):
     """Draw ``signal [T]``'s log spectrogram on ``ax`` (seconds x kHz); returns the image."""
     spec = log_spectrogram(signal)
-    top = float(spec.max()) if top is None else top
+    top = colour_top(float(spec.max()), DYNAMIC_RANGE_DB) if top is None else top
     extent = (0, len(signal) / sample_rate, 0, sample_rate / 2000)
     return ax.imshow(spec, origin="lower", aspect="auto", extent=extent, cmap="magma",
                      vmin=top - DYNAMIC_RANGE_DB, vmax=top)
@@ -81,7 +81,7 @@ def spectrogram_grid(signals: Sequence[Sequence[np.ndarray]], row_labels: Sequen
                      column_labels: Sequence[str], sample_rate: int, title: str) -> Figure:
     """A grid of spectrograms (``signals[row][column]``, ``[T]`` each) on one dB scale."""
     rows, columns = len(signals), len(signals[0])
-    top = max(float(log_spectrogram(s).max()) for row in signals for s in row)
+    top = colour_top(max(float(log_spectrogram(s).max()) for row in signals for s in row), DYNAMIC_RANGE_DB)
     fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns + 1.2, 1.9 * rows + 0.8), squeeze=False,
                              sharex=True, sharey=True, layout="constrained")
     for r in range(rows):

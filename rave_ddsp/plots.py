@@ -14,6 +14,16 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
+FLOOR_DB = -100.0
+"""What :func:`log_spectrogram` gives silence (its 1e-5 magnitude floor)."""
+
+
+def colour_top(peak_db: float, dynamic_range_db: float) -> float:
+    """The top of a colour scale of ``dynamic_range_db``: the signal's peak, but never so low that
+    the floor (silence) would be drawn bright; quiet signals then look quiet."""
+    return max(peak_db, FLOOR_DB + dynamic_range_db)
+
+
 def log_spectrogram(audio: np.ndarray, n_fft: int = 2048, hop: int = 256) -> np.ndarray:
     """``[T]`` audio -> ``[F, frames]`` magnitude in dB (Hann window, 1e-5 floor).
 
@@ -38,7 +48,7 @@ def spectrogram_panels(
 ) -> Figure:
     """One spectrogram per ``[T]`` signal, stacked vertically on a shared dB scale."""
     specs = [log_spectrogram(s, n_fft, hop) for s in signals]
-    top = max(float(s.max()) for s in specs)
+    top = colour_top(max(float(s.max()) for s in specs), dynamic_range_db)
     fig, axes = plt.subplots(len(specs), 1, figsize=(10, 2.6 * len(specs)), squeeze=False, layout="constrained")
     for ax, spec, title, signal in zip(axes[:, 0], specs, titles, signals):
         extent = (0, len(signal) / sample_rate, 0, sample_rate / 2000)

@@ -12,17 +12,17 @@ model's PCA coordinates (dimension 0 varies most in the training data). Audio is
 as 32-bit float WAV at the model's rate, figures as PNG; every file written is listed.
 """
 import argparse
-import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 
 from rave_ddsp import explore as ex
 from rave_ddsp import explore_figures as figures
 from rave_ddsp import metrics
-from rave_ddsp.codec_files import write_audio
+from rave_ddsp.codec_files import write_audio, write_json
 from rave_ddsp.errors import UserError
 from rave_ddsp.inference import AutoEncoder, load
 from rave_ddsp.plots import plt, spectrogram_panels
@@ -52,7 +52,7 @@ def run_pca(model: AutoEncoder, args) -> None:
         print("note: latents are already in the model's PCA coordinates: on data like the training data, "
               "the model coordinates' curve follows the data PCA's")
     json_path = args.output / "pca.json"
-    json_path.write_text(json.dumps({"model": str(model.source), **report.to_dict()}, indent=2) + "\n")
+    write_json(json_path, {"model": str(model.source), **report.to_dict()})
     print(f"wrote {json_path}")
     title = f"latent PCA of {report.files} file(s), {report.frames} frames ({model.source.name})"
     save(figures.pca_figure(report, title), args.output / "pca.png")
@@ -212,12 +212,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = load(args.model, device)
         if args.output.exists() and not args.output.is_dir():
             raise UserError(f"--output {args.output}: exists and is not a folder")
-        args.output.mkdir(parents=True, exist_ok=True)
-        args.run(model, args)
+        with output_folder(args.output):
+            args.run(model, args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+@contextmanager
+def output_folder(path: Path) -> Iterator[None]:
+    """Create ``path`` (and missing parents) for the run; remove those left empty if the run fails."""
+    created = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
+        raise
 
 
 if __name__ == "__main__":

@@ -260,6 +260,7 @@ def test_bad_input_is_one_line_and_exit_status_2(models, sounds, tmp_path, capsy
     assert explore.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()  # a failed exploration leaves no folder behind
 
 
 def test_runs_as_a_script(models, tmp_path):
@@ -270,3 +271,16 @@ def test_runs_as_a_script(models, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"wrote {tmp_path / 'sample_1.wav'}" in result.stdout
     assert_wav(tmp_path / "sample_1.wav", int(0.1 * RATE))
+
+
+def test_spectrogram_colours_scale_to_the_signal_and_silence_stays_dark():
+    from rave_ddsp.explore_figures import DYNAMIC_RANGE_DB, _spectrogram
+    from rave_ddsp.plots import FLOOR_DB, plt
+
+    fig, ax = plt.subplots()
+    silent = _spectrogram(ax, np.zeros(4096, np.float32), RATE).get_clim()
+    assert silent == (FLOOR_DB, FLOOR_DB + DYNAMIC_RANGE_DB)  # silence at the darkest end, not the brightest
+    tone = np.sin(2 * np.pi * 440 * np.arange(4096) / RATE).astype(np.float32)
+    low, high = _spectrogram(ax, tone, RATE).get_clim()
+    assert high > 0 and high - low == DYNAMIC_RANGE_DB  # a loud signal sets the top itself
+    plt.close(fig)
