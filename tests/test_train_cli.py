@@ -287,3 +287,19 @@ def test_bad_checkpoints_say_what_the_file_is_not(tmp_path, monkeypatch, capsys)
     assert code == 2 and "Traceback" not in out.err
     assert "trained with other model settings" in out.err and "latent_size: 8 in the checkpoint, 4 now" in out.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["random.ckpt", "run", "tensor.ckpt", "truncated.ckpt"]
+
+
+def test_a_run_saved_before_the_layout_change_resumes_and_exports(tmp_path):
+    """tests/fixtures/pre_layout_run was saved with the old flat module paths (see its README)."""
+    from rave_ddsp.export import export
+
+    run = tmp_path / "pre_layout"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "pre_layout_run", run)
+    assert "class_path: rave_ddsp.augment.RandomGain" in (run / "config.yaml").read_text()
+    cli = TrainingCLI(args=["--config", str(run / "config.yaml"), "--runs_root", str(tmp_path), "--ckpt_path", "last",
+                            "--trainer.max_steps", "4", *QUICK])
+    cli.fit()
+    assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 4 and cli.model.in_phase2()
+    assert type(cli.datamodule.augmentations[0]).__name__ == "RandomGain"
+    summary = export(run, tmp_path / "old.ts")
+    assert summary.latent_size == 4 and (tmp_path / "old.ts").stat().st_size > 0
