@@ -7,13 +7,13 @@ DSP), offline on 10 s and streaming at nn~'s buffer of 2048 samples, for 16 PQMF
 Accuracy: largest deviation of the realised PSD from the windowed response (request
 within 40 dB of its maximum) and within-frame energy modulation, for this design and for
 the truncated, wrapped scheme of RAVE / ddsp_pytorch (reimplemented from its description
-in tests/test_dsp.py).
+in tests/dsp/test_filtered_noise.py).
 """
 import torch
 
 from benchmarks.common import median, time_call, write_results
-from rave_ddsp import dsp
-from rave_ddsp.noise import FilteredNoise
+from rave_ddsp.dsp import filtered_noise as dsp
+from rave_ddsp.nn.noise import FilteredNoise
 from tests.test_dsp import frame_modulation_db, psd_error_db, smooth_request, truncated_wrapped_noise
 
 SAMPLE_RATE = 44100

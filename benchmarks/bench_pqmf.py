@@ -18,7 +18,7 @@ import scipy.signal
 import torch
 
 from benchmarks.common import median, time_call, write_results
-from rave_ddsp.pqmf import PQMF, design_prototype, nyquist_residuals, peak_stopband_db, polyphase_kernels, \
+from rave_ddsp.dsp.pqmf import PQMF, design_prototype, nyquist_residuals, peak_stopband_db, polyphase_kernels, \
     reconstruction_snr
 
 SAMPLE_RATE = 44100

@@ -4,7 +4,7 @@
 
 Builds this project's TorchScript exports from a config with untrained weights (speed does
 not depend on the weights): the streaming one (``RAVE(..., streaming=True)`` +
-:func:`rave_ddsp.export.build`), timed as nn~ runs it, one ``forward`` call per
+:func:`rave_ddsp.runtime.export.build`), timed as nn~ runs it, one ``forward`` call per
 ``[1, 1, 2048]`` buffer, and the offline one, timed on one ``forward`` (encode + decode)
 of ~10 s. Writes ``benchmarks/results/stream.json``; with ``--profile`` also
 ``benchmarks/results/stream_profile.txt`` (torch.profiler, top ops by self CPU time).
@@ -178,8 +178,8 @@ def load_model_args(config: Path) -> Dict[str, object]:
 
 def export_ours(config: Path, out_dir: Path, latent_size: Optional[int] = None, seed: int = 0) -> Dict[str, Path]:
     """Save the streaming and offline exports of ``config`` (untrained) to ``out_dir``; their paths."""
-    from rave_ddsp.export import build
-    from rave_ddsp.model import RAVE
+    from rave_ddsp.runtime.export import build
+    from rave_ddsp.train.model import RAVE
 
     out_dir.mkdir(parents=True, exist_ok=True)
     args = load_model_args(config)

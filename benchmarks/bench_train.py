@@ -33,7 +33,7 @@ def measure(config: str, threads: int, phase: int, steps: int, warmup: int, gpu:
     import torch
     from torch.utils.data import DataLoader
 
-    from rave_ddsp.cli import model_from_config
+    from rave_ddsp.train.cli import model_from_config
 
     torch.set_num_threads(threads)
     path = ROOT / "configs" / f"{config}.yaml"

@@ -7,7 +7,6 @@ machine swing by orders of magnitude).
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
+
+from rave_ddsp.files import write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -74,5 +75,5 @@ def write_results(name: str, settings: Dict[str, object], results: object) -> Pa
         "settings": settings,
         "results": results,
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(path, payload, indent=2)
     return path

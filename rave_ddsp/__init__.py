@@ -16,3 +16,7 @@ Shape glossary (used in every docstring and shape comment):
 """
 
 __version__ = "0.1.0"
+
+from rave_ddsp import _moved
+
+_moved.install()  # runs and configs saved before the split into subpackages keep loading

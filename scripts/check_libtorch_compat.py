@@ -23,7 +23,6 @@ Exit status: 0 when every model got its expected verdict, 1 otherwise, 2 on setu
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
@@ -31,11 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tools" / "nn_client")]  # the nn_client driver is a tool, not installed
 
-from rave_ddsp.testing.nn_client import (NnClientError, build_nn_client, check_models,  # noqa: E402
-                                         ensure_libtorch, libtorch_version, python_torch_dir,
-                                         write_example_models)
+from rave_ddsp.files import write_json  # noqa: E402
+from nn_client import (NnClientError, build_nn_client, check_models,  # noqa: E402
+                       ensure_libtorch, libtorch_version, python_torch_dir, write_example_models)
 
 
 def main() -> int:
@@ -116,7 +116,7 @@ def main() -> int:
                                       "expected": want, "exit_code": res.returncode,
                                       "failures": rep.failures, "warnings": rep.warnings})
     if a.record:
-        Path(a.record).write_text(json.dumps(record, indent=1) + "\n")
+        write_json(a.record, record)
     n = len(record["results"])
     bad = sum(1 for r in record["results"] if r["passed"] != r["expected"])
     print(f"libtorch compatibility check: {'OK' if all_ok else 'NOT OK'} "

@@ -12,24 +12,21 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from rave_ddsp.codec_files import AUDIO_FORMATS, add_model_options, decode_files, parse_device
-from rave_ddsp.errors import UserError
-from rave_ddsp.inference import load
+from rave_ddsp.runtime.jobs import AUDIO_FORMATS, add_model_options, decode_files, parse_device
+from rave_ddsp.errors import script_main
+from rave_ddsp.runtime.inference import load
 
 
+@script_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="LATENTS", help=".npy files or folders (recursive)")
     parser.add_argument("--format", default="wav", choices=sorted(AUDIO_FORMATS), help="audio file format")
     add_model_options(parser, "folder for the audio files")
     args = parser.parse_args(argv)
-    try:
-        model = load(args.model, parse_device(args.device))
-        run = decode_files(args.inputs, model, args.output, args.format,
-                           args.batch_seconds, progress=not args.quiet)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    model = load(args.model, parse_device(args.device))
+    run = decode_files(args.inputs, model, args.output, args.format,
+                       args.batch_seconds, progress=not args.quiet)
     print(run)
     return 0
 

@@ -13,7 +13,8 @@ import scipy.signal
 import soundfile as sf
 import torch
 
-from rave_ddsp import dsp
+from rave_ddsp.dsp import filtered_noise as dsp
+from rave_ddsp.files import atomic_path, save_figure
 from rave_ddsp.plots import plt, spectrogram_panels
 
 SAMPLE_RATE = 44100
@@ -50,9 +51,10 @@ def main() -> None:
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     wav = args.output.with_suffix(".wav")
-    sf.write(wav, 0.5 * noise / np.abs(noise).max(), SAMPLE_RATE)
+    with atomic_path(wav) as temporary:
+        sf.write(temporary, 0.5 * noise / np.abs(noise).max(), SAMPLE_RATE, format="WAV")
     fig = spectrogram_panels([noise], ["filtered noise, resonance sweeping 200 Hz -> 12 kHz"], SAMPLE_RATE)
-    fig.savefig(args.output, dpi=100)
+    save_figure(fig, args.output, dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.semilogx(freqs[1:-1], 10 * np.log10(expected[1:-1]), label="windowed response (expected)")
@@ -62,7 +64,7 @@ def main() -> None:
     ax.legend()
     ax.set_title(f"stationary request: largest error {np.abs(error_db).max():.2f} dB")
     spectrum_png = args.output.with_name(args.output.stem + "_spectrum.png")
-    fig.savefig(spectrum_png, dpi=100)
+    save_figure(fig, spectrum_png, dpi=100)
     plt.close(fig)
     print(f"wrote {args.output}, {spectrum_png} and {wav}")
     print(f"realised vs expected spectrum: largest error {np.abs(error_db).max():.2f} dB")

@@ -12,23 +12,20 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from rave_ddsp.codec_files import add_model_options, encode_files, parse_device
-from rave_ddsp.errors import UserError
-from rave_ddsp.inference import load
+from rave_ddsp.runtime.jobs import add_model_options, encode_files, parse_device
+from rave_ddsp.errors import script_main
+from rave_ddsp.runtime.inference import load
 
 
+@script_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files or folders (recursive)")
     add_model_options(parser, "folder for the .npy latents and .json sidecars")
     args = parser.parse_args(argv)
-    try:
-        model = load(args.model, parse_device(args.device))
-        run = encode_files(args.inputs, model, args.output, args.batch_seconds,
-                           progress=not args.quiet)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    model = load(args.model, parse_device(args.device))
+    run = encode_files(args.inputs, model, args.output, args.batch_seconds,
+                       progress=not args.quiet)
     print(run)
     return 0
 

@@ -17,13 +17,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from rave_ddsp.codec import BATCH_SECONDS
-from rave_ddsp.codec_files import parse_device
-from rave_ddsp.errors import UserError
-from rave_ddsp.evaluation import check_report_path, evaluate, markdown, write_report
-from rave_ddsp.inference import load
+from rave_ddsp.runtime.codec import BATCH_SECONDS
+from rave_ddsp.runtime.jobs import parse_device
+from rave_ddsp.errors import script_main
+from rave_ddsp.analysis.evaluation import check_report_path, evaluate, markdown, write_report
+from rave_ddsp.runtime.inference import load
 
 
+@script_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[], help="run folder, checkpoint or non-streaming .ts "
@@ -43,16 +44,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sources = args.model + args.compare
     if not sources:
         parser.error("give at least one --model (or --compare MODEL ...)")
-    try:
-        check_report_path(args.output)
-        device = parse_device(args.device)
-        models = [load(source, device) for source in sources]
-        report = evaluate(models, args.data, args.pitch, args.crepe_model, args.interpolation, args.max_files,
-                          args.batch_seconds, progress=not args.quiet)
-        json_path, markdown_path = write_report(report, args.output)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    check_report_path(args.output)
+    device = parse_device(args.device)
+    models = [load(source, device) for source in sources]
+    report = evaluate(models, args.data, args.pitch, args.crepe_model, args.interpolation, args.max_files,
+                      args.batch_seconds, progress=not args.quiet)
+    json_path, markdown_path = write_report(report, args.output)
     print(markdown(report))
     print(f"wrote {json_path} and {markdown_path}")
     return 0

@@ -19,12 +19,13 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from rave_ddsp import explore as ex
-from rave_ddsp import explore_figures as figures
-from rave_ddsp import metrics
-from rave_ddsp.codec_files import write_audio, write_json
-from rave_ddsp.errors import UserError
-from rave_ddsp.inference import AutoEncoder, load
+from rave_ddsp.analysis import explore as ex
+from rave_ddsp.analysis import figures
+from rave_ddsp.analysis import metrics
+from rave_ddsp.files import save_figure, write_json
+from rave_ddsp.runtime.jobs import write_audio
+from rave_ddsp.errors import UserError, script_main
+from rave_ddsp.runtime.inference import AutoEncoder, load
 from rave_ddsp.plots import plt, spectrogram_panels
 
 DEFAULT_PLOTTED_DIMS = 4
@@ -33,7 +34,7 @@ VOICED_CONFIDENCE = 0.5
 
 
 def save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}")
 
@@ -199,24 +200,21 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+@script_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            raise UserError(f"--device {args.device!r}: not a torch device (cpu, cuda, cuda:1, mps)") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {args.device}: CUDA is not available here")
-        torch.manual_seed(args.seed)
-        model = load(args.model, device)
-        if args.output.exists() and not args.output.is_dir():
-            raise UserError(f"--output {args.output}: exists and is not a folder")
-        with output_folder(args.output):
-            args.run(model, args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UserError(f"--device {args.device!r}: not a torch device (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: CUDA is not available here")
+    torch.manual_seed(args.seed)
+    model = load(args.model, device)
+    if args.output.exists() and not args.output.is_dir():
+        raise UserError(f"--output {args.output}: exists and is not a folder")
+    with output_folder(args.output):
+        args.run(model, args)
     return 0
 
 

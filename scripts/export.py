@@ -9,12 +9,14 @@ its delay is printed). Without it, each call is independent (offline use, script
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
-from rave_ddsp.errors import UserError
-from rave_ddsp.export import export
+from rave_ddsp.errors import script_main
+from rave_ddsp.runtime.export import export
 
 
-def main() -> None:
+@script_main
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="run folder (uses checkpoints/last.ckpt) or checkpoint file")
     parser.add_argument("--output", type=Path, required=True, help="the .ts file to write")
@@ -25,15 +27,12 @@ def main() -> None:
                       help="keep the fewest PCA dimensions whose explained variance reaches this (0 < F <= 1)")
     parser.add_argument("--channels", type=int,
                         help="channels of the export (default: the model's; a mono model codes each one alone)")
-    args = parser.parse_args()
-    try:
-        summary = export(args.source, args.output, streaming=args.streaming, latent_size=args.latent_size,
-                         fidelity=args.fidelity, channels=args.channels)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    args = parser.parse_args(argv)
+    summary = export(args.source, args.output, streaming=args.streaming, latent_size=args.latent_size,
+                     fidelity=args.fidelity, channels=args.channels)
     print(summary.describe())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

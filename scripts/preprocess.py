@@ -3,16 +3,17 @@
     python scripts/preprocess.py INPUT [INPUT ...] --output DB_DIR [--sample-rate 44100] [--channels 1]
 
 INPUTs are audio files or folders (searched recursively for .wav .flac .ogg .opus .mp3
-.aiff .aif). The store format is described in :mod:`rave_ddsp.store`.
+.aiff .aif). The store format is described in :mod:`rave_ddsp.data.store`.
 """
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from rave_ddsp.store import preprocess
-from rave_ddsp.errors import UserError
+from rave_ddsp.data.store import preprocess
+from rave_ddsp.errors import script_main
 
 
+@script_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Decode, resample and pack audio files into a training store.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (searched recursively)")
@@ -25,9 +26,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         summary = preprocess(args.inputs, args.output, args.sample_rate, args.channels,
                              overwrite=args.overwrite, progress=not args.quiet)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"interrupted: no store was written at {args.output} (nothing partial is left)", file=sys.stderr)
         return 130

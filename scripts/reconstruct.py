@@ -13,11 +13,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from rave_ddsp.codec_files import AUDIO_FORMATS, add_model_options, parse_device, reconstruct_files
-from rave_ddsp.errors import UserError
-from rave_ddsp.inference import load
+from rave_ddsp.runtime.jobs import AUDIO_FORMATS, add_model_options, parse_device, reconstruct_files
+from rave_ddsp.errors import script_main
+from rave_ddsp.runtime.inference import load
 
 
+@script_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files or folders (recursive)")
@@ -25,13 +26,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--compare", action="store_true", help="also write input/output spectrograms (.png)")
     add_model_options(parser, "folder for the audio files")
     args = parser.parse_args(argv)
-    try:
-        model = load(args.model, parse_device(args.device))
-        run = reconstruct_files(args.inputs, model, args.output, args.format,
-                                args.compare, args.batch_seconds, progress=not args.quiet)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    model = load(args.model, parse_device(args.device))
+    run = reconstruct_files(args.inputs, model, args.output, args.format,
+                            args.compare, args.batch_seconds, progress=not args.quiet)
     print(run)
     return 0
 

@@ -4,17 +4,15 @@
 """
 import sys
 
-from rave_ddsp.cli import TrainingCLI
-from rave_ddsp.errors import UserError
+from rave_ddsp.train.cli import TrainingCLI
+from rave_ddsp.errors import script_main
 
 
-def main() -> None:
-    try:
-        TrainingCLI().fit()
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+@script_main
+def main() -> int:
+    TrainingCLI().fit()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

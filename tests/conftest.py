@@ -22,13 +22,26 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:               # rave_ddsp importable without `pip install -e .`
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT,                        # rave_ddsp importable without `pip install -e .`
+               ROOT / "tools" / "nn_client",  # the nn_client driver (a development tool, not installed)
+               Path(__file__).parent):      # tests/helpers.py, from tests in any subfolder
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
-from rave_ddsp.cli import avoid_amx_bf16_kernels  # noqa: E402
-from rave_ddsp.testing import nn_client as _nnc  # noqa: E402
+from rave_ddsp.train.cli import avoid_amx_bf16_kernels  # noqa: E402
+import nn_client as _nnc  # noqa: E402
 
 avoid_amx_bf16_kernels()  # before any test runs a oneDNN kernel: as scripts/train.py does
+
+
+SLOW_FIXTURES = {"nn_client_bin", "nn_client_251"}
+"""Tests that use these are ``slow`` (they build or run the C++ client)."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -41,6 +54,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict:
+    """The session's one tiny trained model (helpers.TINY, 2 steps): its run folder and its offline
+    export, for the tests of the runtime and the analysis layers."""
+    from helpers import train_checkpoint
+    from rave_ddsp.runtime.export import export
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    run = train_checkpoint(root / "run").parents[1]
+    export(run, root / "model.ts")
+    return {"checkpoint": run, "torchscript": root / "model.ts", "ts": root / "model.ts"}
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,321 @@
+"""Evaluating trained models on a folder of audio: reconstruction quality, cost, disentanglement.
+
+:func:`evaluate` reconstructs every file with each model, exactly as scripts/reconstruct.py
+does (:class:`rave_ddsp.runtime.codec.Codec`), after resampling it to the model's rate and
+converting its channels, and scores it at that rate with :mod:`rave_ddsp.analysis.metrics`. It
+returns a JSON-ready report: settings and recipes, the machine, and per model its facts,
+parameter count, realtime factor, per-file scores and their aggregates (mean and 95 %
+Student-t interval, :func:`rave_ddsp.analysis.metrics.mean_and_ci95`). :func:`markdown` renders
+the report as tables, models side by side.
+
+The interpolation test (DDSP paper, Engel et al. 2020, sec. 5.2's latent interpolation):
+file ``i`` is paired with file ``i + N // 2`` (sorted names); their latents are mixed frame
+by frame over the common length, ``z = (1 - a) z_A + a z_B``, decoded, and the output's
+loudness (and F0) is compared with A's and B's (:data:`INTERPOLATION_READING`).
+"""
+import importlib.util
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from rave_ddsp.analysis import metrics
+from rave_ddsp.data.audio import find_audio_files, load_audio
+from rave_ddsp.runtime.codec import BATCH_SECONDS, Codec
+from rave_ddsp.files import write_json, write_text
+from rave_ddsp.errors import UnusableFile, UserError
+
+INTERPOLATION_WEIGHTS = (0.0, 0.5, 1.0)
+MIN_SAMPLES = metrics.MEL_WINDOW_LENGTHS[-1] // 2 + 1
+"""Shortest file scored: the mel distance's largest window pads 1024 samples by reflection."""
+TIMING_THREADS = 1
+WARMUP_SECONDS = 1.0
+F0_CONFIDENCE = 0.85
+
+RECIPES = {
+    "multiscale_stft": "the training spectral distance (rave_ddsp.train.losses.MultiScaleSTFT defaults): FFT 2048, 1024, "
+                       "512, 256, 128, Hann, hop n/4; spectral convergence + mean |ln S_e - ln S_r|, each with a "
+                       "white-noise floor (rave_ddsp.analysis.metrics.multiscale_stft_distance), averaged over scales",
+    "mel_distance": "DAC's multi-scale mel distance: windows 32..2048 with 5..320 Slaney mels (0 Hz..Nyquist), "
+                    "Hann, hop w/4; mean |log10(max(mel_e, 1e-5)) - log10(max(mel_r, 1e-5))|, summed over the "
+                    "7 scales",
+    "si_sdr_db": "SI-SDR (Le Roux et al. 2019), mean removed, channels joined, capped at 120 dB (informational)",
+    "loudness_l1_db": "DDSP's loudness (16 kHz, n_fft 512, hop 64, A-weighted power averaged over bins, 10 log10, "
+                      "-80 dB floor); mean |difference| over frames and channels",
+    "f0_l1_cents": "CREPE F0 (torchcrepe weights, local weighted-mean decoding, 10 ms hop); mean |1200 log2("
+                   "f0_e / f0_r)| over frames where the reference's confidence >= 0.85",
+    "f0_rmse_cents": "root mean square of the same cents errors",
+    "f0_outlier": "fraction of files whose F0 L1 exceeds 1200 cents (files without a confident frame left out)",
+}
+DIGITS = {"multiscale_stft": 3, "mel_distance": 3, "si_sdr_db": 2, "loudness_l1_db": 2, "f0_l1_cents": 1,
+          "f0_rmse_cents": 1, "f0_outlier": 3}
+LABELS = {
+    "multiscale_stft": "multi-scale STFT distance ↓",
+    "mel_distance": "mel distance (DAC) ↓",
+    "si_sdr_db": "SI-SDR (dB) ↑",
+    "loudness_l1_db": "loudness L1 (dB) ↓",
+    "f0_l1_cents": "F0 L1 (cents) ↓",
+    "f0_rmse_cents": "F0 RMSE (cents) ↓",
+    "f0_outlier": "F0 outlier ratio ↓",
+}
+INTERPOLATION_READING = (
+    "For each pair (A, B) and weight a, the output of z = (1 - a) z_A + a z_B is compared with A and with B. "
+    "At a = 0 it is A's reconstruction: its error against A is the reconstruction error, against B the gap "
+    "between the sources; a = 1 swaps the roles. 'share B' = err_A / (err_A + err_B) says which source an "
+    "attribute follows: 0 follows A, 1 follows B. A share near a means the attribute moves smoothly with the "
+    "mix; near 0 or 1 in the middle means it switches abruptly; errors against both sources above those at "
+    "a = 0 and 1 mean the mix leaves both (e.g. a pitch that is neither A's nor B's).")
+
+
+def parameter_count(model) -> int:
+    """Parameters of what runs at inference: encoder and decoder (weight norm folded); a .ts's own parameters."""
+    return sum(p.numel() for p in model.module.parameters())
+
+
+def machine(device: torch.device) -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def mean_ci(values: Sequence[float]) -> dict:
+    summary = metrics.mean_and_ci95([math.nan if v is None else v for v in values])
+    return {"mean": summary.mean, "ci95": summary.half_width, "n": summary.n}
+
+
+def aggregate(rows: Sequence[dict], keys: Sequence[str]) -> Dict[str, dict]:
+    """``{key: {mean, ci95, n}}`` over the rows that have the key (NaN and None left out)."""
+    return {key: mean_ci([row[key] for row in rows]) for key in keys if any(key in row for row in rows)}
+
+
+def load_reference(path: Path, model) -> Tensor:
+    """A file at the model's rate and channels ``[C, T]``; :class:`UnusableFile` if unusable or too short."""
+    audio = torch.from_numpy(load_audio(path, model.sample_rate, model.channels))  # [C, T]
+    if audio.shape[-1] < MIN_SAMPLES:
+        raise UnusableFile(path, f"{audio.shape[-1]} samples at {model.sample_rate} Hz; "
+                                    f"scoring needs at least {MIN_SAMPLES}")
+    return audio
+
+
+def timed(function, *args):
+    """``(function(*args), wall seconds)`` with torch on :data:`TIMING_THREADS` thread(s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TIMING_THREADS)
+    try:
+        start = time.perf_counter()
+        result = function(*args)
+        return result, time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+
+
+def share(error_a: float, error_b: float) -> float:
+    total = error_a + error_b
+    return error_a / total if total > 0 else math.nan
+
+
+def interpolation_pairs(n: int) -> List[Tuple[int, int]]:
+    """File ``i`` with file ``i + n // 2``, for ``i < n // 2``: distant in sorted order (often another source)."""
+    return [(i, i + n // 2) for i in range(n // 2)]
+
+
+def interpolation_test(codec: Codec, files: Sequence[Tuple[Path, str]], pitch: bool, crepe_model: str) -> dict:
+    """Mix latents of file pairs at :data:`INTERPOLATION_WEIGHTS`; score loudness (and F0) against both sources."""
+    model = codec.model
+    pairs = interpolation_pairs(len(files))
+    rows = []
+    for i, j in pairs:
+        (path_a, name_a), (path_b, name_b) = files[i], files[j]
+        audio_a, audio_b = load_reference(path_a, model), load_reference(path_b, model)  # [C, T] each
+        latent_a, latent_b = codec.encode([audio_a, audio_b])  # [Z, L] each
+        frames = min(latent_a.shape[-1], latent_b.shape[-1])
+        mixes = [(1 - a) * latent_a[:, :frames] + a * latent_b[:, :frames] for a in INTERPOLATION_WEIGHTS]
+        length = min(audio_a.shape[-1], audio_b.shape[-1])
+        sources = {tag: audio[None, :, :length].to(model.device) for tag, audio in (("a", audio_a), ("b", audio_b))}
+        tracks = {tag: metrics.f0(x, model.sample_rate, crepe_model) for tag, x in sources.items()} if pitch else {}
+        for weight, output in zip(INTERPOLATION_WEIGHTS, codec.decode(mixes)):
+            output = output[None, :, :length].to(model.device)  # [1, C, T]
+            row = {"a": name_a, "b": name_b, "weight": weight}
+            for tag, source in sources.items():
+                row[f"loudness_l1_db_vs_{tag}"] = float(metrics.loudness_l1(source, output, model.sample_rate)[0])
+            row["loudness_share_b"] = share(row["loudness_l1_db_vs_a"], row["loudness_l1_db_vs_b"])
+            if pitch:
+                f0_output, _ = metrics.f0(output, model.sample_rate, crepe_model)
+                for tag, (f0_source, confidence) in tracks.items():
+                    scores = metrics.f0_scores(f0_source, confidence, f0_output, F0_CONFIDENCE)
+                    row[f"f0_l1_cents_vs_{tag}"] = float(scores.l1_cents[0])
+                row["f0_share_b"] = share(row["f0_l1_cents_vs_a"], row["f0_l1_cents_vs_b"])
+            rows.append(row)
+    keys = [key for key in (rows[0] if rows else {}) if key not in ("a", "b", "weight")]
+    return {
+        "pairing": "file i with file i + N // 2 (sorted names), i < N // 2; latents mixed over the common length",
+        "weights": list(INTERPOLATION_WEIGHTS),
+        "pairs": [[files[i][1], files[j][1]] for i, j in pairs],
+        "per_pair": rows,
+        "aggregate": {str(a): aggregate([r for r in rows if r["weight"] == a], keys) for a in INTERPOLATION_WEIGHTS},
+        "reading": INTERPOLATION_READING,
+    }
+
+
+def evaluate_model(model, files: Sequence[Tuple[Path, str]], pitch: bool = False, crepe_model: str = "full",
+                   interpolation: bool = False, batch_seconds: float = BATCH_SECONDS, progress: bool = True) -> dict:
+    """One model's part of the report (``model``: an :class:`rave_ddsp.runtime.inference.AutoEncoder` or alike)."""
+    codec = Codec(model, batch_seconds)
+    usable, skipped, rows = [], [], []
+    for path, name in tqdm(files, desc=f"evaluate {model.source.name}", unit="file", disable=not progress):
+        try:
+            reference = load_reference(path, model)  # [C, T]
+        except UnusableFile as error:
+            skipped.append({"file": name, "reason": error.reason})
+            continue
+        if not rows:  # warm up on the first file: TorchScript optimises during its first calls
+            for _ in range(2):
+                codec.reconstruct([reference[:, : max(MIN_SAMPLES, int(WARMUP_SECONDS * model.sample_rate))]])
+        (estimate,), seconds = timed(codec.reconstruct, [reference])
+        scores = metrics.evaluate_pair(reference.to(model.device), estimate.to(model.device), model.sample_rate,
+                                       pitch, crepe_model)
+        rows.append({"file": name, "seconds": reference.shape[-1] / model.sample_rate,
+                     "reconstruction_seconds": seconds, **scores})
+        usable.append((path, name))
+    if not rows:
+        reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped)
+        raise UserError(f"no usable audio for {model.source}: {reasons}")
+    audio_seconds = sum(row["seconds"] for row in rows)
+    compute_seconds = sum(row["reconstruction_seconds"] for row in rows)
+    result = {
+        "model": str(model.source), "kind": "torchscript" if model.source.suffix == ".ts" else "checkpoint",
+        "sample_rate": model.sample_rate, "channels": model.channels, "hop_length": model.hop_length,
+        "latent_size": model.latent_size, "parameters": parameter_count(model),
+        "realtime_factor": compute_seconds / audio_seconds, "audio_seconds": audio_seconds,
+        "reconstruction_seconds": compute_seconds, "files": rows, "skipped": skipped,
+        "aggregate": aggregate(rows, list(LABELS)),
+    }
+    if interpolation:
+        result["interpolation"] = interpolation_test(codec, usable, pitch, crepe_model)
+    return result
+
+
+def evaluate(models: Sequence, data: Path, pitch: bool = False, crepe_model: str = "full",
+             interpolation: bool = False, max_files: Optional[int] = None, batch_seconds: float = BATCH_SECONDS,
+             progress: bool = True) -> dict:
+    """The report for ``models`` (at least one) on the audio files in the folder ``data`` (the first ``max_files``)."""
+    data = Path(data)
+    if not data.is_dir():
+        raise UserError(f"--data {data}: no such folder")
+    if max_files is not None and max_files < 1:
+        raise UserError(f"--max-files {max_files}: expected at least 1")
+    if pitch and importlib.util.find_spec("torchcrepe") is None:
+        raise UserError(f"--pitch needs torchcrepe, which is not installed: {metrics.PITCH_EXTRA}")
+    files, _ = find_audio_files([data])
+    if not files:
+        raise UserError(f"--data {data}: no audio files in this folder")
+    files = files[:max_files]
+    settings = {
+        "data": str(data), "files": len(files), "max_files": max_files, "pitch": pitch,
+        "crepe_model": crepe_model if pitch else None, "f0_confidence_threshold": F0_CONFIDENCE,
+        "interpolation": interpolation, "batch_seconds": batch_seconds,
+        "sample_rate": "each model's own: files are resampled (torchaudio) and their channels converted to the "
+                       "model's, and scored at that rate",
+        "aggregate": "mean over files and half-width of the 95 % Student-t interval (NaN below 2 files)",
+        "realtime_factor": f"wall time of reconstruction (encode + decode, windowed as scripts/reconstruct.py, "
+                           f"after a warm-up) / audio duration, torch on {TIMING_THREADS} thread(s)",
+        "parameters": "parameters of encoder and decoder as run for inference (weight norm folded)",
+        "recipes": {key: RECIPES[key] for key in LABELS if pitch or not key.startswith("f0")},
+    }
+    return {"settings": settings, "machine": machine(models[0].device),
+            "models": [evaluate_model(model, files, pitch, crepe_model, interpolation, batch_seconds, progress)
+                       for model in models]}
+
+
+# ---------------------------------------------------------------------------- output --
+def json_ready(value):
+    """``value`` with every NaN or infinite float as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def cell(statistic: dict, digits: int) -> str:
+    """``mean ± half-width`` (the mean alone below two files; '-' without a value)."""
+    mean, half_width = statistic.get("mean"), statistic.get("ci95")
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    if half_width is None or not math.isfinite(half_width):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half_width:.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown: one table with the models side by side, the recipes, interpolation tables."""
+    settings, models = report["settings"], report["models"]
+    lines = [f"# Evaluation on {settings['data']} ({settings['files']} files)", "",
+             "Metrics at each model's own sample rate (files resampled to it). Cells: mean ± half-width of the "
+             "95 % Student-t interval over the files scored.", ""]
+    rows = [[LABELS[key]] + [cell(m["aggregate"][key], DIGITS[key]) for m in models]
+            for key in LABELS if key in models[0]["aggregate"]]
+    rows += [["parameters"] + [f"{m['parameters'] / 1e6:.3f} M" for m in models],
+             [f"realtime factor ({TIMING_THREADS} thread) ↓"] + [f"{m['realtime_factor']:.4f}" for m in models],
+             ["sample rate"] + [f"{m['sample_rate']} Hz" for m in models],
+             ["files scored"] + [str(len(m["files"])) for m in models]]
+    lines += table(["metric"] + [m["model"] for m in models], rows)
+    lines += ["", "Recipes:", ""] + [f"- {LABELS[key]}: {text}" for key, text in settings["recipes"].items()]
+    lines += [f"- realtime factor: {settings['realtime_factor']}", f"- parameters: {settings['parameters']}"]
+    for model in models:
+        if model["skipped"]:
+            lines += ["", f"Skipped by {model['model']}:"] + [f"- {s['file']}: {s['reason']}" for s in model["skipped"]]
+    interpolated = [model for model in models if "interpolation" in model]
+    for model in interpolated:
+        lines += [""] + interpolation_markdown(model["model"], model["interpolation"])
+    if interpolated:
+        lines += ["", INTERPOLATION_READING]
+    return "\n".join(lines) + "\n"
+
+
+def interpolation_markdown(name: str, result: dict) -> List[str]:
+    lines = [f"## Interpolation: {name}", ""]
+    if not result["pairs"]:
+        return lines + ["Needs at least two files."]
+    keys = [("loudness_l1_db_vs_a", "loudness L1 vs A (dB)", 2), ("loudness_l1_db_vs_b", "vs B (dB)", 2),
+            ("loudness_share_b", "share B", 2), ("f0_l1_cents_vs_a", "F0 L1 vs A (cents)", 1),
+            ("f0_l1_cents_vs_b", "vs B (cents)", 1), ("f0_share_b", "share B", 2)]
+    keys = [k for k in keys if k[0] in result["aggregate"][str(result["weights"][0])]]
+    rows = [[f"{a:g}"] + [cell(result["aggregate"][str(a)][key], digits) for key, _, digits in keys]
+            for a in result["weights"]]
+    lines += [f"{len(result['pairs'])} pair(s), {result['pairing']}.", ""]
+    return lines + table(["a"] + [label for _, label, _ in keys], rows)
+
+
+def check_report_path(path: Path) -> None:
+    """Raise :class:`UserError` unless ``path`` can take the report (a .json file, not a folder)."""
+    path = Path(path)
+    if path.suffix != ".json" or path.is_dir():
+        raise UserError(f"--output {path}: expected a .json file (the Markdown goes next to it)")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(f"--output {path}: {path.parent} is not a folder")
+
+
+def write_report(report: dict, path: Path) -> Tuple[Path, Path]:
+    """Write the report as JSON at ``path`` and as Markdown next to it (``.md``), atomically."""
+    path = Path(path)
+    check_report_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, json_ready(report))
+    write_text(path.with_suffix(".md"), markdown(report))
+    return path, path.with_suffix(".md")

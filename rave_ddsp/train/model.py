@@ -1,0 +1,325 @@
+"""The LightningModule: wiring of PQMF, encoder, decoder and discriminators, two-phase training.
+
+Phase 1 (steps ``< phase2_step``): encoder and decoder learn from the multi-scale spectral
+distance (full band and PQMF bands) plus ``beta * KL``; ``beta`` rises log-linearly over
+``beta_warmup_steps``. The latent statistics (mean, PCA, fidelity) are gathered from the
+validation set.
+
+Phase 2: the encoder and the latent statistics are frozen; the decoder adds adversarial
+and feature-matching losses against the discriminators. Each step runs the generator
+once: its output (detached) trains the discriminator, then the updated discriminator
+scores it for the generator.
+
+A step is one training batch: ``global_step`` counts generator updates only (the
+discriminator's optimizer is stepped directly, so it does not advance the counter).
+"""
+import math
+from typing import Dict, Optional, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+
+from rave_ddsp.train import losses
+from rave_ddsp.nn.decoder import Decoder
+from rave_ddsp.nn.discriminator import CombinedDiscriminator
+from rave_ddsp.nn.encoder import VariationalEncoder, kl_divergence, reparametrize
+from rave_ddsp.errors import UserError
+from rave_ddsp.train.latent import LatentStatistics, latent_size_for_fidelity
+from rave_ddsp.dsp.pqmf import PQMF
+
+ADVERSARIAL_LOSSES = {
+    "hinge": (losses.hinge_discriminator_loss, losses.hinge_generator_loss),
+    "least_squares": (losses.least_squares_discriminator_loss, losses.least_squares_generator_loss),
+}
+
+
+class NonFiniteLossError(UserError):
+    """The loss (or a gradient) became NaN or infinite; training stops before any update."""
+
+
+class RAVE(L.LightningModule):
+    """Multiband VAE with a filtered-noise branch, trained in two phases.
+
+    Signal: ``sample_rate``, ``channels`` (C), ``n_bands`` (M, PQMF; 1 disables it),
+    ``pqmf_attenuation`` (dB). Architecture: see :class:`VariationalEncoder` and
+    :class:`Decoder` for ``hidden_channels``, ``ratios``, ``kernel_size``, ``dilations``,
+    ``activation``, ``encoder_input_mu`` (mu-law companding of the encoder's input),
+    ``noise_bands``, ``noise_ratios``, ``decoder_initial_gain_db`` (the waveform head's
+    starting gain); ``latent_size`` (Z); ``causal``
+    (no look-ahead: lowest streaming delay). Losses: spectral scales (``full_band_ffts``,
+    optional ``full_band_mels`` per scale, ``band_ffts``) and weights; ``beta`` (KL weight
+    after warm-up, from ``beta_start``); phase 2 from ``phase2_step`` with
+    ``discriminators`` (kinds of :class:`CombinedDiscriminator`), ``adversarial_loss``
+    (``hinge`` or ``least_squares``), ``adversarial_weight``, ``feature_matching_weight``.
+    Optimisation: optimizer and scheduler factories (default Adam, lr 1e-4, betas 0.5/0.9,
+    constant), ``gradient_clip`` (max L2 norm per optimizer). ``streaming`` builds the
+    cached-convolution version used for export.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 44100,
+        channels: int = 1,
+        n_bands: int = 16,
+        pqmf_attenuation: float = 100.0,
+        latent_size: int = 128,
+        hidden_channels: Sequence[int] = (64, 128, 256, 512, 512),
+        ratios: Sequence[int] = (4, 4, 4, 2),
+        kernel_size: int = 3,
+        dilations: Sequence[int] = (1, 3, 9),
+        activation: str = "leaky_relu",
+        encoder_input_mu: float = 255.0,
+        noise_bands: int = 5,
+        noise_ratios: Sequence[int] = (4, 4, 4),
+        decoder_initial_gain_db: float = -40.0,
+        causal: bool = False,
+        full_band_ffts: Sequence[int] = (2048, 1024, 512, 256, 128),
+        full_band_mels: Optional[Sequence[int]] = None,
+        band_ffts: Sequence[int] = (256, 128, 64, 32),
+        spectral_linear_weight: float = 1.0,
+        spectral_log_weight: float = 1.0,
+        full_band_weight: float = 1.0,
+        band_weight: float = 1.0,
+        beta: float = 0.1,
+        beta_start: float = 1e-4,
+        beta_warmup_steps: int = 20000,
+        phase2_step: int = 1000000,
+        discriminators: Sequence[str] = ("multi_period", "multi_scale"),
+        discriminator_capacity_scale: float = 1.0,
+        adversarial_loss: str = "hinge",
+        adversarial_weight: float = 1.0,
+        feature_matching_weight: float = 20.0,
+        generator_optimizer: Optional[OptimizerCallable] = None,
+        discriminator_optimizer: Optional[OptimizerCallable] = None,
+        generator_scheduler: Optional[LRSchedulerCallable] = None,
+        discriminator_scheduler: Optional[LRSchedulerCallable] = None,
+        gradient_clip: float = 1000.0,
+        streaming: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        # The factories themselves (under LightningCLI, hparams hold their configuration instead).
+        self.optimizer_factories = (generator_optimizer or default_optimizer,
+                                    discriminator_optimizer or default_optimizer)
+        self.scheduler_factories = (generator_scheduler, discriminator_scheduler)
+        if adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ValueError(f"adversarial_loss must be one of {sorted(ADVERSARIAL_LOSSES)}, got {adversarial_loss!r}")
+        band_channels = channels * n_bands
+        self.pqmf = PQMF(n_bands, pqmf_attenuation, streaming=streaming)
+        architecture = dict(channels=hidden_channels, ratios=ratios, kernel_size=kernel_size, dilations=dilations,
+                            activation_name=activation, causal=causal, streaming=streaming)
+        self.encoder = VariationalEncoder(band_channels, latent_size, **architecture, input_mu=encoder_input_mu,
+                                          cumulative_delay=self.pqmf.analysis_delay // n_bands)
+        self.decoder = Decoder(band_channels, latent_size, noise_bands=noise_bands, noise_ratios=noise_ratios,
+                               initial_gain_db=decoder_initial_gain_db,
+                               **architecture)
+        self.discriminator = CombinedDiscriminator(discriminators, channels, discriminator_capacity_scale)
+        self.full_band_distance = losses.MultiScaleSTFT(full_band_ffts, linear_weight=spectral_linear_weight,
+                                                        log_weight=spectral_log_weight, n_mels=full_band_mels,
+                                                        sample_rate=sample_rate)
+        self.band_distance = losses.MultiScaleSTFT(band_ffts, linear_weight=spectral_linear_weight,
+                                                   log_weight=spectral_log_weight)
+        self.hop_length = n_bands * math.prod(ratios)
+        """Audio samples per latent frame."""
+        self.encode_delay = self.encoder.cumulative_delay
+        """Streaming delay of the latents (PQMF analysis included), in latent frames."""
+        self.decode_delay = self.decoder.cumulative_delay * n_bands + self.pqmf.synthesis_delay
+        """Streaming delay of decoding (PQMF synthesis included), in audio samples."""
+        self.forward_delay = self.encode_delay * self.hop_length + self.decode_delay
+        """Streaming delay of the whole autoencoder, in audio samples."""
+        self.register_buffer("latent_mean", torch.zeros(latent_size))
+        self.register_buffer("latent_pca", torch.eye(latent_size))
+        self.register_buffer("latent_fidelity", torch.arange(1, latent_size + 1) / latent_size)
+        self.latent_statistics = LatentStatistics(latent_size)
+        self.validation_kl = torch.zeros(latent_size, dtype=torch.float64)
+        self.validation_examples: Dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ model --
+    def in_phase2(self) -> bool:
+        return self.global_step >= self.hparams.phase2_step
+
+    def beta(self) -> float:
+        hp = self.hparams
+        return beta_schedule(self.global_step, hp.beta_start, hp.beta, hp.beta_warmup_steps)
+
+    def encode(self, audio: Tensor):
+        """``audio [B, C, T] -> (bands [B, C*M, T/M], mean [B, Z, L], scale [B, Z, L])``."""
+        if audio.shape[-1] % self.hop_length:
+            raise ValueError(f"audio length {audio.shape[-1]} is not a multiple of the hop length {self.hop_length}")
+        with torch.autocast(audio.device.type, enabled=False):  # the filter bank's 117 dB need float32
+            bands = self.pqmf(audio.float())
+        mean, scale = self.encoder(bands)
+        return bands, mean, scale
+
+    def decode(self, z: Tensor):
+        """``z [B, Z, L] -> (audio [B, C, T], bands [B, C*M, T/M])``."""
+        waveform, noise = self.decoder(z)
+        bands = (waveform + noise).float()
+        with torch.autocast(bands.device.type, enabled=False):
+            return self.pqmf.inverse(bands), bands
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """Deterministic reconstruction (posterior mean): ``[B, C, T] -> [B, C, T]``."""
+        _, mean, _ = self.encode(audio)
+        return self.decode(mean)[0]
+
+    def spectral_loss(self, audio: Tensor, bands: Tensor, audio_hat: Tensor, bands_hat: Tensor) -> Dict[str, Tensor]:
+        hp = self.hparams
+        terms = {"full_band": self.full_band_distance(audio, audio_hat)}
+        if hp.n_bands > 1 and hp.band_weight:
+            terms["bands"] = self.band_distance(bands, bands_hat)
+        terms["spectral"] = hp.full_band_weight * terms["full_band"] + hp.band_weight * terms.get("bands", 0.0)
+        return terms
+
+    # --------------------------------------------------------------- training --
+    def configure_optimizers(self):
+        generator_parameters = list(self.encoder.parameters()) + list(self.decoder.parameters())
+        optimizers = [factory(parameters) for factory, parameters in
+                      zip(self.optimizer_factories, (generator_parameters, self.discriminator.parameters()))]
+        schedulers = [factory(optimizer) for factory, optimizer in zip(self.scheduler_factories, optimizers) if factory]
+        if schedulers and len(schedulers) != 2:
+            raise UserError("give both generator_scheduler and discriminator_scheduler, or neither")
+        return optimizers, schedulers
+
+    def training_step(self, audio: Tensor, batch_index: int) -> None:
+        generator_optimizer, discriminator_optimizer = self.optimizers()
+        phase2 = self.in_phase2()
+        self.encoder.requires_grad_(not phase2)
+        with torch.set_grad_enabled(not phase2):
+            bands, mean, scale = self.encode(audio)
+        z, kl = reparametrize(mean, scale)
+        audio_hat, bands_hat = self.decode(z)
+        terms = self.spectral_loss(audio, bands, audio_hat, bands_hat)
+        terms["kl"] = kl
+        if phase2:
+            terms["discriminator"], real_outputs = self.discriminator_step(audio, audio_hat, discriminator_optimizer)
+            terms.update(self.adversarial_terms(real_outputs, audio_hat))
+        else:
+            terms["beta"] = torch.tensor(self.beta())
+        loss = self.generator_loss(terms)
+        self.check_finite(loss, "generator loss")
+        generator_optimizer.zero_grad()
+        self.manual_backward(loss)
+        terms["grad_norm_generator"] = self.clip_and_check(generator_optimizer, "generator")
+        generator_optimizer.step()
+        schedulers = self.lr_scheduler_list()
+        if schedulers:
+            schedulers[0].step()
+        logs = {f"train/{name}": value for name, value in terms.items()}
+        logs.update({"train/loss": loss, "lr/generator": generator_optimizer.param_groups[0]["lr"]})
+        self.log_dict(logs)
+        self.log("loss", loss, prog_bar=True, logger=False)
+        self.log("spectral", terms["spectral"], prog_bar=True, logger=False)
+
+    def generator_loss(self, terms: Dict[str, Tensor]) -> Tensor:
+        """The loss the generator minimises; each weight is applied here, once.
+
+        Phase 1: ``spectral + beta * kl``. Phase 2 (terms hold ``adversarial``):
+        ``spectral + adversarial_weight * adversarial + feature_matching_weight * feature_matching``.
+        """
+        hp = self.hparams
+        if "adversarial" in terms:
+            return (terms["spectral"] + hp.adversarial_weight * terms["adversarial"]
+                    + hp.feature_matching_weight * terms["feature_matching"])
+        return terms["spectral"] + terms["beta"] * terms["kl"]
+
+    def adversarial_terms(self, real_outputs, audio_hat: Tensor) -> Dict[str, Tensor]:
+        """Adversarial and feature-matching terms of ``audio_hat`` against the discriminator.
+
+        The discriminator's weights get no gradient here (only the generator learns).
+        """
+        _, generator_loss_fn = ADVERSARIAL_LOSSES[self.hparams.adversarial_loss]
+        self.discriminator.requires_grad_(False)
+        fake_outputs = self.discriminator(audio_hat)
+        self.discriminator.requires_grad_(True)
+        count = len(fake_outputs)
+        adversarial = sum(generator_loss_fn(logits) for logits, _ in fake_outputs) / count
+        feature_matching = sum(losses.feature_matching_loss(real[1], fake[1])
+                               for real, fake in zip(real_outputs, fake_outputs)) / count
+        return {"adversarial": adversarial, "feature_matching": feature_matching}
+
+    def discriminator_step(self, audio: Tensor, audio_hat: Tensor, optimizer):
+        """One discriminator update on real vs (detached) generated audio; returns loss and real outputs."""
+        discriminator_loss_fn, _ = ADVERSARIAL_LOSSES[self.hparams.adversarial_loss]
+        real_outputs = self.discriminator(audio)
+        fake_outputs = self.discriminator(audio_hat.detach())
+        loss = sum(discriminator_loss_fn(real[0], fake[0])
+                   for real, fake in zip(real_outputs, fake_outputs)) / len(real_outputs)
+        self.check_finite(loss, "discriminator loss")
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        self.log("train/grad_norm_discriminator", self.clip_and_check(optimizer, "discriminator"))
+        optimizer.optimizer.step()  # the raw optimizer: a discriminator update is not a training step
+        schedulers = self.lr_scheduler_list()
+        if schedulers:
+            schedulers[1].step()
+        self.log("lr/discriminator", optimizer.param_groups[0]["lr"])
+        detached = [(logits.detach(), [f.detach() for f in features]) for logits, features in real_outputs]
+        return loss.detach(), detached
+
+    def lr_scheduler_list(self):
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return []
+        return schedulers if isinstance(schedulers, list) else [schedulers]
+
+    def check_finite(self, value: Tensor, what: str) -> None:
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(
+                f"the {what} became {float(value)} at step {self.global_step}; training stopped before updating "
+                "the weights. The last checkpoint saved before this step is intact: lower the learning rate or "
+                "check the data for silence/clipping, then resume with --ckpt_path last")
+
+    def clip_and_check(self, optimizer, name: str) -> Tensor:
+        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.hparams.gradient_clip)
+        self.check_finite(norm, f"{name} gradient norm")
+        return norm
+
+    # ------------------------------------------------------------- validation --
+    def on_validation_epoch_start(self) -> None:
+        self.latent_statistics.reset()
+        self.validation_kl = torch.zeros(self.hparams.latent_size, dtype=torch.float64)
+        self.validation_examples = {}
+
+    def validation_step(self, audio: Tensor, batch_index: int) -> None:
+        bands, mean, scale = self.encode(audio)
+        audio_hat, bands_hat = self.decode(mean)
+        terms = self.spectral_loss(audio, bands, audio_hat, bands_hat)
+        self.log_dict({f"validation/{name}": value for name, value in terms.items()}, sync_dist=True)
+        self.log("val_spectral", terms["spectral"], prog_bar=True, logger=False, sync_dist=True)
+        self.latent_statistics.update(mean)
+        self.validation_kl += kl_divergence(mean, scale).sum((0, 2)).double().cpu()  # [Z], summed over frames
+        if batch_index == 0:
+            self.validation_examples = {"audio": audio[:4].detach().float().cpu(),
+                                        "reconstruction": audio_hat[:4].detach().float().cpu()}
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        statistics = self.latent_statistics.state().to(self.device)
+        statistics = self.trainer.strategy.reduce(statistics, reduce_op="sum")
+        self.latent_statistics.load_state(statistics)
+        if not self.in_phase2():  # phase 2 freezes the encoder, and so its statistics
+            mean, components, fidelity = self.latent_statistics.compute()
+            self.latent_mean.copy_(mean)
+            self.latent_pca.copy_(components)
+            self.latent_fidelity.copy_(fidelity)
+        for fidelity in (0.9, 0.95, 0.99):
+            self.log(f"latent/dimensions_for_fidelity_{fidelity}",
+                     float(latent_size_for_fidelity(self.latent_fidelity, fidelity)))
+        self.log("latent/frames", float(self.latent_statistics.count))
+
+
+def beta_schedule(step: int, start: float, end: float, warmup_steps: int) -> float:
+    """KL weight at ``step``: log-linear from ``start`` to ``end`` over ``warmup_steps``, then ``end``."""
+    progress = min(1.0, step / max(1, warmup_steps))
+    return math.exp(math.log(start) + progress * (math.log(end) - math.log(start)))
+
+
+def default_optimizer(parameters) -> torch.optim.Optimizer:
+    """Adam with lr 1e-4 and betas (0.5, 0.9), the usual choice for GAN vocoders."""
+    return torch.optim.Adam(parameters, lr=1e-4, betas=(0.5, 0.9))

@@ -1,0 +1,83 @@
+"""Spectral distances and adversarial losses against values known in closed form."""
+import math
+
+import pytest
+import torch
+
+from rave_ddsp.train import losses
+
+
+def test_identical_signals_are_at_distance_zero():
+    x = torch.randn(2, 3, 4096)
+    assert float(losses.MultiScaleSTFT()(x, x)) == 0.0
+
+
+@pytest.mark.parametrize("gain", [0.5, 2.0])
+def test_a_gain_gives_its_closed_form_distance(gain):
+    # S(g x) = g S(x): spectral convergence |g - 1|, log distance |ln g| (floors 60/100 dB down: negligible)
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 8192)
+    linear_only = losses.MultiScaleSTFT(log_weight=0.0)
+    log_only = losses.MultiScaleSTFT(linear_weight=0.0)
+    assert float(linear_only(x, gain * x)) == pytest.approx(abs(gain - 1), rel=1e-4)
+    assert float(log_only(x, gain * x)) == pytest.approx(abs(math.log(gain)), rel=1e-3)
+
+
+def test_weights_scale_their_terms():
+    x, y = torch.randn(1, 1, 4096), torch.randn(1, 1, 4096)
+    both = losses.MultiScaleSTFT(linear_weight=2.0, log_weight=3.0)(x, y)
+    linear = losses.MultiScaleSTFT(linear_weight=1.0, log_weight=0.0)(x, y)
+    log = losses.MultiScaleSTFT(linear_weight=0.0, log_weight=1.0)(x, y)
+    assert float(both) == pytest.approx(float(2 * linear + 3 * log), rel=1e-5)
+
+
+def test_mel_scales_and_bands_input():
+    distance = losses.MultiScaleSTFT(n_ffts=(512, 128), n_mels=(64, 0), sample_rate=16000)
+    x = torch.randn(2, 16, 2048)  # e.g. 16 PQMF bands
+    y = x + 0.1 * torch.randn_like(x)
+    d = distance(x, y)
+    assert d.ndim == 0 and 0 < float(d) < float(distance(x, torch.randn_like(x)))
+    with pytest.raises(ValueError, match="one per scale"):
+        losses.MultiScaleSTFT(n_ffts=(512, 128), n_mels=(64,))
+
+
+def test_distance_has_useful_gradients():
+    x = torch.randn(1, 1, 4096)
+    y = torch.zeros(1, 1, 4096, requires_grad=True)  # silence: log and |.| at zero
+    losses.MultiScaleSTFT()(x, y).backward()
+    assert torch.isfinite(y.grad).all()
+
+
+def test_adversarial_losses_known_values():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.5])
+    assert float(losses.hinge_discriminator_loss(real, fake)) == pytest.approx((0 + 0.5) / 2 + (0 + 1.5) / 2)
+    assert float(losses.hinge_generator_loss(fake)) == pytest.approx(0.75)
+    assert float(losses.least_squares_discriminator_loss(real, fake)) == pytest.approx((1 + 0.25) / 2 + (4 + 0.25) / 2)
+    assert float(losses.least_squares_generator_loss(fake)) == pytest.approx((9 + 0.25) / 2)
+
+
+def test_feature_matching():
+    real = [torch.ones(2, 4), 2 * torch.ones(2, 3, 5)]
+    assert float(losses.feature_matching_loss(real, [r.clone() for r in real])) == 0.0
+    fake = [torch.zeros(2, 4, requires_grad=True), 3 * torch.ones(2, 3, 5, requires_grad=True)]
+    assert float(losses.feature_matching_loss(real, fake)) == pytest.approx((1.0 + 0.5) / 2, rel=1e-5)
+    with pytest.raises(ValueError):
+        losses.feature_matching_loss(real, fake[:1])
+
+
+def test_silent_target_does_not_explode_the_relative_term():
+    distance = losses.MultiScaleSTFT(log_weight=0.0)
+    silence = torch.zeros(2, 1, 8192)
+    quiet = 10 ** (-80 / 20) * torch.randn(2, 1, 8192)  # 20 dB below the -60 dB floor
+    assert float(distance(silence, quiet)) == pytest.approx(0.1, rel=0.1)
+    loud = 10 ** (-20 / 20) * torch.randn(2, 1, 8192)
+    assert float(distance(silence, loud)) == pytest.approx(100.0, rel=0.1)
+
+
+def test_log_term_ignores_differences_below_its_floor():
+    distance = losses.MultiScaleSTFT(linear_weight=0.0)
+    silence = torch.zeros(2, 1, 8192)
+    inaudible = 10 ** (-120 / 20) * torch.randn(2, 1, 8192)  # 20 dB under the -100 dB floor
+    audible = 10 ** (-40 / 20) * torch.randn(2, 1, 8192)
+    assert float(distance(silence, inaudible)) < 0.1  # ~ ln(1 + 0.1): a tenth of the floor
+    assert float(distance(silence, audible)) == pytest.approx(math.log(10 ** 3), rel=0.05)  # 60 dB above the floor
