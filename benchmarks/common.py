@@ -32,8 +32,18 @@ def machine() -> Dict[str, object]:
                     break
     except OSError:
         pass
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
     info: Dict[str, object] = {
         "cpu": cpu,
+        "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}),
         "logical_cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -1,10 +1,11 @@
 """Export a trained run (or checkpoint) to TorchScript for nn~.
 
     python scripts/export.py RUN_DIR_OR_CKPT --output MODEL.ts [--streaming]
-        [--latent-size N | --fidelity F] [--channels C]
+        [--latent-size N | --fidelity F] [--channels C] [--host-buffer SAMPLES]
 
 --streaming builds the version for real-time use in nn~ (state carried between buffers;
-its delay is printed). Without it, each call is independent (offline use, scripts).
+its delay is printed in samples and ms). Without it, each call is independent (offline use,
+scripts). --host-buffer adds the buffering of a host that runs the model block by block.
 """
 import argparse
 import sys
@@ -27,10 +28,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="keep the fewest PCA dimensions whose explained variance reaches this (0 < F <= 1)")
     parser.add_argument("--channels", type=int,
                         help="channels of the export (default: the model's; a mono model codes each one alone)")
+    parser.add_argument("--host-buffer", type=int, metavar="SAMPLES",
+                        help="also print the delay a player hears with this host buffer size (nn~'s buffer argument)")
     args = parser.parse_args(argv)
+    if args.host_buffer is not None and args.host_buffer < 1:
+        parser.error(f"--host-buffer {args.host_buffer}: expected a buffer size of 1 sample or more")
     summary = export(args.source, args.output, streaming=args.streaming, latent_size=args.latent_size,
                      fidelity=args.fidelity, channels=args.channels)
-    print(summary.describe())
+    print(summary.describe(args.host_buffer))
     return 0
 
 

@@ -1,11 +1,11 @@
 """Decoder: latent sequence -> per-band waveform (with amplitude modulation) and per-band noise."""
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from rave_ddsp.nn.layers import DelayLine, ResidualStack, Upsample, activation, conv1d
+from rave_ddsp.nn.layers import DelayLine, ResidualStack, Upsample, activation, conv1d, padding_is_causal
 from rave_ddsp.nn.noise import FilteredNoise
 
 
@@ -37,7 +37,8 @@ class Decoder(nn.Module):
         initial_gain_db: the waveform head's initial gain (see above).
         noise_bands: ``K`` magnitudes per noise frame; ``noise_ratios``: the noise
             branch's downsampling (its frame size is their product).
-        causal, streaming: see :mod:`rave_ddsp.nn.layers`.
+        causal, streaming: see :mod:`rave_ddsp.nn.layers`; max_centred_period: see
+            :func:`rave_ddsp.nn.layers.padding_is_causal`.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Decoder(nn.Module):
         initial_gain_db: float = -40.0,
         *,
         causal: bool = False,
+        max_centred_period: Optional[int] = None,
         streaming: bool = False,
     ):
         super().__init__()
@@ -63,20 +65,23 @@ class Decoder(nn.Module):
         if latent_frame % noise_frame:
             raise ValueError(f"the noise frame (prod(noise_ratios) = {noise_frame}) must divide the latent frame "
                              f"(prod(ratios) = {latent_frame}) so that each latent frame holds whole noise frames")
-        kw = dict(causal=causal, streaming=streaming)
-        layer = conv1d(latent_size, channels[-1], 3, **kw)
+        def kw(period: int) -> dict:  # a layer whose input frames span `period` band frames
+            return dict(causal=padding_is_causal(period, causal, max_centred_period), streaming=streaming)
+
+        layer = conv1d(latent_size, channels[-1], 3, **kw(latent_frame))
         layers: List[nn.Module] = [layer]
         delay = layer.cumulative_delay
         for i in reversed(range(len(ratios))):
-            up = Upsample(channels[i + 1], channels[i], ratios[i], cumulative_delay=delay, **kw)
+            up = Upsample(channels[i + 1], channels[i], ratios[i], cumulative_delay=delay,
+                          **kw(math.prod(ratios[: i + 1])))
             stack = ResidualStack(channels[i], kernel_size, list(dilations), activation_name=activation_name,
-                                  cumulative_delay=up.cumulative_delay, **kw)
+                                  cumulative_delay=up.cumulative_delay, **kw(math.prod(ratios[:i])))
             layers += [activation(activation_name, channels[i + 1]), up, stack]
             delay = stack.cumulative_delay
         self.net = nn.Sequential(*layers)
         self.head = nn.Sequential(
             activation(activation_name, channels[0]),
-            conv1d(channels[0], 2 * out_channels, 7, cumulative_delay=delay, **kw),
+            conv1d(channels[0], 2 * out_channels, 7, cumulative_delay=delay, **kw(1)),
         )
         gain = 10 ** (initial_gain_db / 20)
         if not 0 < gain < 1:

@@ -1,11 +1,11 @@
 """Variational encoder: PQMF bands -> latent posterior (mean, scale) per latent frame."""
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from rave_ddsp.nn.layers import ResidualStack, activation, conv1d
+from rave_ddsp.nn.layers import ResidualStack, activation, conv1d, padding_is_causal
 
 SCALE_FLOOR = 1e-4
 """Smallest posterior standard deviation: keeps ``log(scale)`` in the KL finite."""
@@ -34,6 +34,7 @@ class VariationalEncoder(nn.Module):
         input_mu: mu of the input companding (0: none).
         causal, streaming, cumulative_delay: see :mod:`rave_ddsp.nn.layers` (the delay the
             band signals already carry, e.g. the streaming PQMF's, in band samples).
+        max_centred_period: see :func:`rave_ddsp.nn.layers.padding_is_causal`.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class VariationalEncoder(nn.Module):
         input_mu: float = 255.0,
         *,
         causal: bool = False,
+        max_centred_period: Optional[int] = None,
         streaming: bool = False,
         cumulative_delay: int = 0,
     ):
@@ -57,17 +59,21 @@ class VariationalEncoder(nn.Module):
         self.input_mu = float(input_mu)
         if len(channels) != len(ratios) + 1:
             raise ValueError(f"need len(channels) == len(ratios) + 1, got {list(channels)} and {list(ratios)}")
-        kw = dict(causal=causal, streaming=streaming)
-        layer = conv1d(in_channels, channels[0], 7, cumulative_delay=cumulative_delay, **kw)
+        def kw(period: int) -> dict:  # a layer whose input frames span `period` band frames
+            return dict(causal=padding_is_causal(period, causal, max_centred_period), streaming=streaming)
+
+        layer = conv1d(in_channels, channels[0], 7, cumulative_delay=cumulative_delay, **kw(1))
         layers: List[nn.Module] = [layer]
         delay = layer.cumulative_delay
         for i, ratio in enumerate(ratios):
+            period = math.prod(ratios[:i])
             stack = ResidualStack(channels[i], kernel_size, list(dilations), activation_name=activation_name,
-                                  cumulative_delay=delay, **kw)
-            down = conv1d(channels[i], channels[i + 1], 2 * ratio, stride=ratio, cumulative_delay=stack.cumulative_delay, **kw)
+                                  cumulative_delay=delay, **kw(period))
+            down = conv1d(channels[i], channels[i + 1], 2 * ratio, stride=ratio, cumulative_delay=stack.cumulative_delay,
+                          **kw(period))
             layers += [stack, activation(activation_name, channels[i]), down]
             delay = down.cumulative_delay
-        head = conv1d(channels[-1], 2 * latent_size, 3, cumulative_delay=delay, **kw)
+        head = conv1d(channels[-1], 2 * latent_size, 3, cumulative_delay=delay, **kw(math.prod(ratios)))
         layers += [activation(activation_name, channels[-1]), head]
         self.net = nn.Sequential(*layers)
         self.latent_size = latent_size

@@ -4,7 +4,8 @@ Every block takes the same three keyword arguments:
 
 * ``causal``: pad on the left only. The model then never looks ahead, and its streaming
   version has no delay beyond the PQMF's. Otherwise padding is centred (better quality,
-  but each layer's look-ahead becomes delay when streaming).
+  but each layer's look-ahead becomes delay when streaming). The encoder and decoder can
+  also make only their coarse-rate layers causal (:func:`padding_is_causal`).
 * ``streaming``: build with cached_conv's cached convolutions. The zero padding on the
   left is replaced by the end of the previous call, so a signal fed in chunks gives the
   same output as in one call; the look-ahead is turned into a delay.
@@ -26,6 +27,17 @@ import cached_conv.convs as cc_convs
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+
+
+def padding_is_causal(period: int, causal: bool, max_centred_period: Optional[int]) -> bool:
+    """Whether a layer pads causally: always when ``causal``; else when its input frames span
+    more than ``max_centred_period`` band frames (None: never).
+
+    Look-ahead costs delay in proportion to the frame period, so a budget is best spent on the
+    high-rate layers: with ``max_centred_period`` set, the layers at coarser rates (the
+    latent-rate layers above all) are causal and the others stay centred.
+    """
+    return causal or (max_centred_period is not None and period > max_centred_period)
 
 
 def conv1d(

@@ -227,7 +227,9 @@ class ExportSummary:
     methods: Dict[str, List[int]]
     """``<method>_params``: in channels, in ratio, out channels, out ratio."""
 
-    def describe(self) -> str:
+    def describe(self, host_buffer: Optional[int] = None) -> str:
+        """What was written; with ``host_buffer`` (samples), also the delay a player hears in a host
+        that processes audio in blocks of that size (one block of input waits before the model runs)."""
         delay_ms = 1000.0 * self.delay / self.sample_rate
         methods = ", ".join(f"{name} [{p[0]} ch /{p[1]}] -> [{p[2]} ch /{p[3]}]" for name, p in self.methods.items())
         return "\n".join([
@@ -235,8 +237,11 @@ class ExportSummary:
             f"  sample rate {self.sample_rate} Hz, {self.channels} channel(s), hop {self.hop_length} samples",
             f"  methods: {methods}",
             f"  latent size kept: {self.latent_size} of {self.full_latent_size} (fidelity {self.fidelity:.3f})",
-            f"  algorithmic delay of forward: {self.delay} samples ({delay_ms:.1f} ms)"
+            f"  algorithmic delay of forward: {self.delay} samples ({delay_ms:.1f} ms at {self.sample_rate} Hz)"
             + ("" if self.streaming else " (each call is independent: not for streaming)"),
+            *([] if host_buffer is None else [
+                f"  with a host buffer of {host_buffer} samples: {self.delay + host_buffer} samples "
+                f"({1000.0 * (self.delay + host_buffer) / self.sample_rate:.1f} ms) from input to output"]),
             "  attributes: temperature, noise_level, latent_bias, latent_scale",
         ])
 

@@ -19,7 +19,7 @@ from typing import Dict, Optional, Sequence
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import Tensor
+from torch import Tensor, nn
 
 from rave_ddsp.train import losses
 from rave_ddsp.nn.decoder import Decoder
@@ -48,7 +48,9 @@ class RAVE(L.LightningModule):
     ``activation``, ``encoder_input_mu`` (mu-law companding of the encoder's input),
     ``noise_bands``, ``noise_ratios``, ``decoder_initial_gain_db`` (the waveform head's
     starting gain); ``latent_size`` (Z); ``causal``
-    (no look-ahead: lowest streaming delay). Losses: spectral scales (``full_band_ffts``,
+    (no look-ahead: lowest streaming delay); ``lookahead_ms`` (a bound on the streaming delay
+    of ``forward``: the finest-rate layers keep their look-ahead, the coarser ones are causal;
+    None: every layer centred). Losses: spectral scales (``full_band_ffts``,
     optional ``full_band_mels`` per scale, ``band_ffts``) and weights; ``beta`` (KL weight
     after warm-up, from ``beta_start``); phase 2 from ``phase2_step`` with
     ``discriminators`` (kinds of :class:`CombinedDiscriminator`), ``adversarial_loss``
@@ -75,6 +77,7 @@ class RAVE(L.LightningModule):
         noise_ratios: Sequence[int] = (4, 4, 4),
         decoder_initial_gain_db: float = -40.0,
         causal: bool = False,
+        lookahead_ms: Optional[float] = None,
         full_band_ffts: Sequence[int] = (2048, 1024, 512, 256, 128),
         full_band_mels: Optional[Sequence[int]] = None,
         band_ffts: Sequence[int] = (256, 128, 64, 32),
@@ -109,13 +112,21 @@ class RAVE(L.LightningModule):
             raise ValueError(f"adversarial_loss must be one of {sorted(ADVERSARIAL_LOSSES)}, got {adversarial_loss!r}")
         band_channels = channels * n_bands
         self.pqmf = PQMF(n_bands, pqmf_attenuation, streaming=streaming)
-        architecture = dict(channels=hidden_channels, ratios=ratios, kernel_size=kernel_size, dilations=dilations,
-                            activation_name=activation, causal=causal, streaming=streaming)
-        self.encoder = VariationalEncoder(band_channels, latent_size, **architecture, input_mu=encoder_input_mu,
-                                          cumulative_delay=self.pqmf.analysis_delay // n_bands)
-        self.decoder = Decoder(band_channels, latent_size, noise_bands=noise_bands, noise_ratios=noise_ratios,
-                               initial_gain_db=decoder_initial_gain_db,
-                               **architecture)
+
+        def build(max_centred_period: Optional[int], streaming: bool):
+            architecture = dict(channels=hidden_channels, ratios=ratios, kernel_size=kernel_size, dilations=dilations,
+                                activation_name=activation, causal=causal, max_centred_period=max_centred_period,
+                                streaming=streaming)
+            encoder = VariationalEncoder(band_channels, latent_size, **architecture, input_mu=encoder_input_mu,
+                                         cumulative_delay=self.pqmf.analysis_delay // n_bands)
+            decoder = Decoder(band_channels, latent_size, noise_bands=noise_bands, noise_ratios=noise_ratios,
+                              initial_gain_db=decoder_initial_gain_db, **architecture)
+            return encoder, decoder
+
+        self.max_centred_period = None if lookahead_ms is None or causal else \
+            self.plan_lookahead(lookahead_ms, sample_rate, ratios, lambda period: build(period, False))
+        """Layers whose frames span more band frames than this are causal (None: all centred)."""
+        self.encoder, self.decoder = build(self.max_centred_period, streaming)
         self.discriminator = CombinedDiscriminator(discriminators, channels, discriminator_capacity_scale)
         self.full_band_distance = losses.MultiScaleSTFT(full_band_ffts, linear_weight=spectral_linear_weight,
                                                         log_weight=spectral_log_weight, n_mels=full_band_mels,
@@ -128,7 +139,7 @@ class RAVE(L.LightningModule):
         """Streaming delay of the latents (PQMF analysis included), in latent frames."""
         self.decode_delay = self.decoder.cumulative_delay * n_bands + self.pqmf.synthesis_delay
         """Streaming delay of decoding (PQMF synthesis included), in audio samples."""
-        self.forward_delay = self.encode_delay * self.hop_length + self.decode_delay
+        self.forward_delay = self.forward_delay_of(self.encoder, self.decoder)
         """Streaming delay of the whole autoencoder, in audio samples."""
         self.register_buffer("latent_mean", torch.zeros(latent_size))
         self.register_buffer("latent_pca", torch.eye(latent_size))
@@ -136,6 +147,29 @@ class RAVE(L.LightningModule):
         self.latent_statistics = LatentStatistics(latent_size)
         self.validation_kl = torch.zeros(latent_size, dtype=torch.float64)
         self.validation_examples: Dict[str, Tensor] = {}
+
+    def forward_delay_of(self, encoder: nn.Module, decoder: nn.Module) -> int:
+        """The streaming delay of ``forward`` (audio samples) with this encoder and decoder."""
+        n_bands = self.hparams.n_bands
+        return (encoder.cumulative_delay * n_bands * math.prod(self.hparams.ratios)
+                + decoder.cumulative_delay * n_bands + self.pqmf.synthesis_delay)
+
+    def plan_lookahead(self, lookahead_ms: float, sample_rate: int, ratios: Sequence[int], build) -> int:
+        """The largest ``max_centred_period`` whose streaming delay of ``forward`` fits ``lookahead_ms``.
+
+        Candidates are the frame periods of the layers (1, r1, r1 r2, ...), finest first kept
+        centred; 0 makes every layer causal. :class:`UserError` if even that does not fit.
+        """
+        budget = lookahead_ms * sample_rate / 1000.0
+        periods = [math.prod(ratios[:i]) for i in range(len(ratios), -1, -1)] + [0]  # coarsest first
+        for period in periods:
+            with torch.random.fork_rng(devices=[]):  # trial builds leave the weight initialisation's draws alone
+                delay = self.forward_delay_of(*build(period))
+            if delay <= budget:
+                return period
+        raise UserError(f"model.lookahead_ms {lookahead_ms:g}: even a fully causal model delays {delay} samples "
+                        f"({1000.0 * delay / sample_rate:.1f} ms, the PQMF and the frame alignment); "
+                        "raise the budget or shorten the hop")
 
     # ------------------------------------------------------------------ model --
     def in_phase2(self) -> bool:

@@ -1,5 +1,6 @@
 """The nn~ export: contract (through nn_client, as nn~ drives it), streaming, latents, attributes, errors."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,12 @@ import torch
 from rave_ddsp.runtime.export import build, export, load_model
 from nn_client import parse_report, run_nn_client
 
-from helpers import HOP, ROOT, train_checkpoint
+from helpers import HOP, ROOT, TINY, train_checkpoint
+from rave_ddsp.errors import UserError
+from rave_ddsp.train.model import RAVE
 
-VARIANTS = {"mono-centred": dict(channels=1, causal=False), "stereo-causal": dict(channels=2, causal=True)}
+VARIANTS = {"mono-centred": dict(channels=1, causal=False), "stereo-causal": dict(channels=2, causal=True),
+            "mono-budget": dict(channels=1, causal=False, lookahead_ms=12.0)}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,29 @@ def test_causal_streaming_export_has_only_the_pqmf_and_frame_delays(exports, run
     delay, settle = model.forward_delay, 16 * HOP
     error = chunks[..., delay + settle:] - whole[..., settle:whole.shape[-1] - delay]
     assert float(error.pow(2).mean() / whole.pow(2).mean()) < 1e-8
+
+
+def test_lookahead_budget_bounds_the_delay_and_streaming_equals_one_call(exports, runs):
+    model = load_model(runs["mono-budget"], streaming=True)
+    centred, causal = RAVE(**TINY), RAVE(**TINY, causal=True)
+    assert model.max_centred_period == 1  # 12 ms: the band-rate layers keep their look-ahead, the rest is causal
+    assert causal.forward_delay < model.forward_delay <= 12 * 16000 // 1000 < centred.forward_delay
+    offline = load_model(runs["mono-budget"], streaming=False)
+    first, last = offline.encoder.net[0], offline.encoder.net[-1]
+    assert first._pad[1] > 0 and last._pad[1] == 0  # centred at the band rate, causal at the latent rate
+    stream, reference = torch.jit.load(str(exports["mono-budget", True])), torch.jit.load(str(exports["mono-budget", False]))
+    audio = 0.5 * torch.sin(torch.linspace(0, 3000, 64 * HOP)) ** 3 * torch.ones(1, 1, 1)
+    with torch.no_grad():
+        chunks = torch.cat([stream.forward(c) for c in audio.split(4 * HOP, -1)], -1)
+        whole = reference.forward(audio)
+    delay, settle = model.forward_delay, 16 * HOP
+    error = chunks[..., delay + settle:] - whole[..., settle:whole.shape[-1] - delay]
+    assert float(error.pow(2).mean() / whole.pow(2).mean()) < 1e-8
+
+
+def test_a_lookahead_budget_below_the_causal_delay_is_refused():
+    with pytest.raises(UserError, match=r"model.lookahead_ms 5: even a fully causal model delays 104 samples"):
+        RAVE(**TINY, lookahead_ms=5.0)
 
 
 def test_streaming_export_loads_and_runs_in_libtorch_251(exports, nn_client_251):
@@ -180,11 +207,16 @@ def run_export_main(args, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_export_script_prints_what_it_wrote(runs, tmp_path):
-    result = run_export_script(runs["stereo-causal"], "--output", tmp_path / "m.ts", "--streaming")
+    result = run_export_script(runs["stereo-causal"], "--output", tmp_path / "m.ts", "--streaming",
+                               "--host-buffer", "512")
     assert result.returncode == 0, result.stderr
     for fragment in ("wrote", "streaming", "16000 Hz", "2 channel(s)", "hop 32", "latent size kept: 6 of 6",
                      "algorithmic delay of forward", "ms", "MB"):
         assert fragment in result.stdout
+    delay = int(re.search(r"algorithmic delay of forward: (\d+) samples \((\d+\.\d) ms at 16000 Hz\)",
+                          result.stdout).group(1))
+    total = delay + 512
+    assert f"with a host buffer of 512 samples: {total} samples ({1000 * total / 16000:.1f} ms)" in result.stdout
 
 
 def test_bad_exports_fail_clearly_and_overwrite_nothing(runs, tmp_path, monkeypatch, capsys):
