@@ -67,6 +67,18 @@ def test_streaming_export_is_the_offline_export_delayed_by_the_reported_delay(ex
     assert f"a pure delay of {model.forward_delay} samples" in out
 
 
+def assert_streams_as_one_call_delayed(streaming: Path, offline: Path, channels: int, delay: int) -> None:
+    """Buffer-by-buffer ``forward`` of the streaming export equals the offline export's one call, ``delay`` later."""
+    stream, reference = torch.jit.load(str(streaming)), torch.jit.load(str(offline))
+    audio = 0.5 * torch.sin(torch.linspace(0, 3000, 64 * HOP)) ** 3 * torch.ones(1, channels, 1)
+    with torch.no_grad():
+        chunks = torch.cat([stream.forward(c) for c in audio.split(4 * HOP, -1)], -1)
+        whole = reference.forward(audio)
+    settle = 16 * HOP
+    error = chunks[..., delay + settle:] - whole[..., settle:whole.shape[-1] - delay]
+    assert float(error.pow(2).mean() / whole.pow(2).mean()) < 1e-8
+
+
 def test_causal_streaming_export_has_only_the_pqmf_and_frame_delays(exports, runs, nn_client_bin):
     # nn_client checks encode and decode against the reference. For forward, this barely
     # trained model's latents hardly move, so a lag one latent-delay short fits almost as
@@ -78,14 +90,7 @@ def test_causal_streaming_export_has_only_the_pqmf_and_frame_delays(exports, run
     model = load_model(runs["stereo-causal"], streaming=True)
     assert model.decode_delay == model.pqmf.synthesis_delay  # causal convolutions add no delay
     assert model.encode_delay * HOP < model.pqmf.analysis_delay + HOP  # PQMF delay rounded up to whole frames
-    stream, reference = torch.jit.load(str(streaming)), torch.jit.load(str(offline))
-    audio = 0.5 * torch.sin(torch.linspace(0, 3000, 64 * HOP)) ** 3 * torch.ones(1, 2, 1)
-    with torch.no_grad():
-        chunks = torch.cat([stream.forward(c) for c in audio.split(4 * HOP, -1)], -1)
-        whole = reference.forward(audio)
-    delay, settle = model.forward_delay, 16 * HOP
-    error = chunks[..., delay + settle:] - whole[..., settle:whole.shape[-1] - delay]
-    assert float(error.pow(2).mean() / whole.pow(2).mean()) < 1e-8
+    assert_streams_as_one_call_delayed(streaming, offline, channels=2, delay=model.forward_delay)
 
 
 def test_lookahead_budget_bounds_the_delay_and_streaming_equals_one_call(exports, runs):
@@ -96,14 +101,8 @@ def test_lookahead_budget_bounds_the_delay_and_streaming_equals_one_call(exports
     offline = load_model(runs["mono-budget"], streaming=False)
     first, last = offline.encoder.net[0], offline.encoder.net[-1]
     assert first._pad[1] > 0 and last._pad[1] == 0  # centred at the band rate, causal at the latent rate
-    stream, reference = torch.jit.load(str(exports["mono-budget", True])), torch.jit.load(str(exports["mono-budget", False]))
-    audio = 0.5 * torch.sin(torch.linspace(0, 3000, 64 * HOP)) ** 3 * torch.ones(1, 1, 1)
-    with torch.no_grad():
-        chunks = torch.cat([stream.forward(c) for c in audio.split(4 * HOP, -1)], -1)
-        whole = reference.forward(audio)
-    delay, settle = model.forward_delay, 16 * HOP
-    error = chunks[..., delay + settle:] - whole[..., settle:whole.shape[-1] - delay]
-    assert float(error.pow(2).mean() / whole.pow(2).mean()) < 1e-8
+    assert_streams_as_one_call_delayed(exports["mono-budget", True], exports["mono-budget", False], channels=1,
+                                       delay=model.forward_delay)
 
 
 def test_a_lookahead_budget_below_the_causal_delay_is_refused():
