@@ -11,7 +11,7 @@ Store format (version 1): a folder holding
 
 * ``audio.raw``: int16 little-endian PCM, full scale 32767, frames interleaved, i.e. a
   row-major ``[T_total, C]`` array, so a crop is one contiguous read;
-* ``index.json``: ``format`` ("rave_ddsp.data.store"), ``version``, ``sample_rate``,
+* ``index.json``: ``format`` ("rave_ddsp.store"), ``version``, ``sample_rate``,
   ``channels``, ``dtype`` ("int16"), ``layout`` ("interleaved"), ``total_samples`` and
   ``items`` (``name`` relative to its input folder, ``offset`` and ``length`` in frames),
   plus the ``skipped`` files and their reasons.
@@ -42,7 +42,7 @@ from rave_ddsp.data.audio import (AUDIO_EXTENSIONS, Clipping, PathLike, decode_a
 from rave_ddsp.errors import UnusableFile, UserError
 
 BUILTIN_DEMO = "builtin:demo"
-STORE_FORMAT, STORE_VERSION = "rave_ddsp.data.store", 1
+STORE_FORMAT, STORE_VERSION = "rave_ddsp.store", 1
 INDEX_FILE, AUDIO_FILE = "index.json", "audio.raw"
 PCM_DTYPE = np.dtype("<i2")
 PCM_SCALE = 32767.0

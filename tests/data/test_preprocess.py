@@ -89,7 +89,7 @@ def test_store_layout_is_interleaved_int16_with_an_index(tmp_path):
     frames = np.fromfile(tmp_path / "db" / AUDIO_FILE, "<i2").reshape(-1, 2)  # [T, C]
     assert (frames == [round(0.5 * 32767), round(-0.25 * 32767)]).all()
     index = json.loads((tmp_path / "db" / INDEX_FILE).read_text())
-    assert index["format"] == "rave_ddsp.data.store" and index["version"] == 1
+    assert index["format"] == "rave_ddsp.store" and index["version"] == 1
     assert (index["sample_rate"], index["channels"], index["dtype"], index["layout"]) == (SR, 2, "int16", "interleaved")
     assert index["total_samples"] == 10 and index["items"] == [{"name": "lr.wav", "offset": 0, "length": 10}]
 
