@@ -23,21 +23,16 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def machine() -> Dict[str, object]:
     """Describe the machine the numbers were measured on."""
-    cpu = platform.processor() or "unknown"
+    cpu, flags = platform.processor() or "unknown", set()
     try:
-        with open("/proc/cpuinfo") as f:
+        with open("/proc/cpuinfo") as f:  # the first processor's model name and ISA flags
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    cpu = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                if line.strip() == "":  # end of the first processor's block
                     break
     except OSError:
         pass
