@@ -14,7 +14,7 @@ A step is one training batch: ``global_step`` counts generator updates only (the
 discriminator's optimizer is stepped directly, so it does not advance the counter).
 """
 import math
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
@@ -135,12 +135,9 @@ class RAVE(L.LightningModule):
                                                    log_weight=spectral_log_weight)
         self.hop_length = n_bands * math.prod(ratios)
         """Audio samples per latent frame."""
-        self.encode_delay = self.encoder.cumulative_delay
-        """Streaming delay of the latents (PQMF analysis included), in latent frames."""
-        self.decode_delay = self.decoder.cumulative_delay * n_bands + self.pqmf.synthesis_delay
-        """Streaming delay of decoding (PQMF synthesis included), in audio samples."""
-        self.forward_delay = self.forward_delay_of(self.encoder, self.decoder)
-        """Streaming delay of the whole autoencoder, in audio samples."""
+        self.encode_delay, self.decode_delay, self.forward_delay = self.streaming_delays(self.encoder, self.decoder)
+        """Streaming delays: of the latents (PQMF analysis included) in latent frames, of decoding
+        (PQMF synthesis included) and of the whole autoencoder, in audio samples."""
         self.register_buffer("latent_mean", torch.zeros(latent_size))
         self.register_buffer("latent_pca", torch.eye(latent_size))
         self.register_buffer("latent_fidelity", torch.arange(1, latent_size + 1) / latent_size)
@@ -148,11 +145,13 @@ class RAVE(L.LightningModule):
         self.validation_kl = torch.zeros(latent_size, dtype=torch.float64)
         self.validation_examples: Dict[str, Tensor] = {}
 
-    def forward_delay_of(self, encoder: nn.Module, decoder: nn.Module) -> int:
-        """The streaming delay of ``forward`` (audio samples) with this encoder and decoder."""
+    def streaming_delays(self, encoder: nn.Module, decoder: nn.Module) -> Tuple[int, int, int]:
+        """``(encode, decode, forward)`` streaming delays with this encoder and decoder: latent
+        frames, audio samples, audio samples."""
         n_bands = self.hparams.n_bands
-        return (encoder.cumulative_delay * n_bands * math.prod(self.hparams.ratios)
-                + decoder.cumulative_delay * n_bands + self.pqmf.synthesis_delay)
+        encode = encoder.cumulative_delay
+        decode = decoder.cumulative_delay * n_bands + self.pqmf.synthesis_delay
+        return encode, decode, encode * n_bands * math.prod(self.hparams.ratios) + decode
 
     def plan_lookahead(self, lookahead_ms: float, sample_rate: int, ratios: Sequence[int], build) -> int:
         """The largest ``max_centred_period`` whose streaming delay of ``forward`` fits ``lookahead_ms``.
@@ -164,7 +163,7 @@ class RAVE(L.LightningModule):
         periods = [math.prod(ratios[:i]) for i in range(len(ratios), -1, -1)] + [0]  # coarsest first
         for period in periods:
             with torch.random.fork_rng(devices=[]):  # trial builds leave the weight initialisation's draws alone
-                delay = self.forward_delay_of(*build(period))
+                delay = self.streaming_delays(*build(period))[2]
             if delay <= budget:
                 return period
         raise UserError(f"model.lookahead_ms {lookahead_ms:g}: even a fully causal model delays {delay} samples "
