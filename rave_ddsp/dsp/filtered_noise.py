@@ -27,6 +27,8 @@ magnitudes at frame ``l`` is heard centred ``N / 2`` samples after the frame sta
 by :func:`frame_convolve`, so a streaming caller can add them to the next call and get
 exactly the one-call output.
 """
+import functools
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -58,6 +60,20 @@ def exp_sigmoid(
     ``SCALE_*`` constants for why each number is what it is.
     """
     return max_value * torch.sigmoid(x - offset) ** exponent + floor
+
+
+def inverse_exp_sigmoid(
+    magnitude: float,
+    max_value: float = SCALE_MAX,
+    exponent: float = SCALE_EXPONENT,
+    floor: float = SCALE_FLOOR,
+    offset: float = SCALE_OFFSET,
+) -> float:
+    """The network output ``x`` for which :func:`exp_sigmoid` gives ``magnitude`` (floor < magnitude < max)."""
+    if not floor < magnitude < max_value + floor:
+        raise ValueError(f"a noise magnitude must lie in ({floor:g}, {max_value + floor:g}), got {magnitude:g}")
+    p = ((magnitude - floor) / max_value) ** (1.0 / exponent)
+    return offset + math.log(p / (1.0 - p))
 
 
 def ir_length(n_frequencies: int) -> int:
@@ -173,3 +189,155 @@ def filtered_noise(magnitudes: Tensor, frame_size: int, noise: Optional[Tensor] 
     frames = noise.reshape(list(noise.shape[:-1]) + [n_frames, frame_size])  # [..., L, S]
     output, _ = frame_convolve(frames, impulse_response(magnitudes))
     return output
+
+
+SHARE_FLOOR_DB = -200.0
+"""Energy share reported for a part with no energy at all (or of a silent whole)."""
+
+
+def share_db(part_energy: Tensor, whole_energy: Tensor) -> Tensor:
+    """``10 log10(part / whole)`` of energies (any matching shapes), floored at :data:`SHARE_FLOOR_DB`:
+    e.g. the noise branch's share of a model's output."""
+    ratio = part_energy.double() / whole_energy.double()
+    ratio = torch.where(whole_energy > 0, ratio, torch.zeros_like(ratio))
+    return (10 * torch.log10(ratio)).clamp(min=SHARE_FLOOR_DB)
+
+
+# ----------------------------------------------------------------- expected spectrum --
+NOISE_VARIANCE = 1.0 / 3.0
+"""Variance of the uniform white noise in ``[-1, 1)`` that the synthesizer filters."""
+
+
+def response_autocorrelation(impulse_responses: Tensor) -> Tensor:
+    """``r(t) = sum_n h[n] h[n + t]`` for lags ``t = 0 .. N-1`` of ``impulse_responses [..., N]``: ``[..., N]``.
+
+    The power response is ``|H(w)|^2 = r(0) + 2 sum_{t>0} r(t) cos(w t)``.
+    """
+    n = impulse_responses.shape[-1]
+    spectrum = torch.fft.rfft(impulse_responses, n=2 * n)
+    return torch.fft.irfft(spectrum.real.pow(2) + spectrum.imag.pow(2), n=2 * n)[..., :n]
+
+
+def window_correlation(n_fft: int, grid: int) -> Tensor:
+    """``[grid]`` the periodic Hann window's circular autocorrelation on ``grid >= 2 n_fft`` lags,
+    divided by its value at lag 0 (float64)."""
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+    spectrum = torch.fft.rfft(window, n=grid)
+    correlation = torch.fft.irfft(spectrum.real.pow(2) + spectrum.imag.pow(2), n=grid)
+    return correlation / correlation[0]
+
+
+@functools.lru_cache(maxsize=64)
+def frame_window_weights(length: int, frame_size: int, n_frames: int, delay: int, n_fft: int, hop: int) -> Tensor:
+    """How much of each noise frame each STFT frame sees: ``[T_stft, L]``, sums of ``window ** 2``.
+
+    For a signal of ``length`` samples made of ``L`` frames of ``frame_size`` samples whose
+    energy arrives ``delay`` samples late, analysed by a centred (reflect-padded) STFT with
+    a periodic Hann window of ``n_fft`` samples and hop ``hop`` (torch.stft's
+    ``center=True``): entry ``[t, l]`` is the sum of the squared window over the samples of
+    STFT frame ``t`` that belong to noise frame ``l`` (none before ``delay``; the last frame's
+    tail goes on to the end).
+    """
+    n_stft = length // hop + 1
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+    start = torch.arange(n_stft)[:, None] * hop - n_fft // 2
+    position = start + torch.arange(n_fft)[None, :]  # [T_stft, n_fft] sample index, before padding
+    position = position.abs()  # reflection at the start ...
+    position = torch.where(position >= length, 2 * (length - 1) - position, position)  # ... and at the end
+    frame = torch.div(position - delay, frame_size, rounding_mode="floor")
+    # before the first frame's energy arrives the signal is silent; after the last, its tail goes on
+    weight = torch.where(frame < 0, 0.0, window.pow(2)[None, :])  # [T_stft, n_fft]
+    weights = torch.zeros(n_stft, n_frames, dtype=torch.float64)
+    weights.scatter_add_(1, frame.clamp(0, n_frames - 1), weight)
+    return weights.float()  # cached: callers must not modify it in place
+
+
+def noise_spectral_basis(n_fft: int, n_taps: int, band_gains: Optional[Tensor] = None) -> Tensor:
+    """What each lag of a band's response autocorrelation adds to the expected STFT power.
+
+    Args:
+        n_fft: the analysis window (periodic Hann).
+        n_taps: ``N``, the impulse responses' length (lags ``0 .. N-1``).
+        band_gains: ``None`` when the STFT analyses each band signal itself; or ``[M, G // 2 +
+            1]``, the power responses ``|G_m(w)|^2`` of the PQMF synthesis paths on a grid of
+            ``G`` points (:func:`density_grid`), when it analyses the full-band sum
+            ``sum_m g_m * up_M(n_m)``.
+
+    Returns:
+        ``[1, N, F]`` (bands) or ``[M, N, F]`` (full band), ``F = n_fft // 2 + 1``: basis
+        ``B[m, t, k]`` such that the expected ``|STFT|^2`` per unit of squared window of
+        noise of unit variance filtered by a response with autocorrelation ``r`` is
+        ``sum_{m, t} r_m(t) B[m, t, k]`` (:func:`expected_stft_power`).
+
+    The noise's power spectral density at the band rate is ``sum_t c_t r(t) cos(w t)``
+    (``c_0 = 1``, else 2). Upsampling by ``M`` maps it to ``|H(M w)|^2 / M`` at the full rate
+    and the synthesis path weighs it by ``|G_m(w)|^2``. The STFT's window smooths a density
+    by its own power spectrum, i.e. multiplies its autocorrelation by the window's: exactly,
+    for the bands (lag ``t`` times ``rho_w(t)``), and on the grid for the full band (its
+    density's autocorrelation spans the synthesis filters).
+    """
+    lags = torch.arange(n_taps, dtype=torch.float64)
+    weight = torch.where(lags == 0, 1.0, 2.0)  # [N]
+    if band_gains is None:
+        frequencies = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * (2 * torch.pi / n_fft)
+        rho = window_correlation(n_fft, density_grid(n_fft, n_taps))[:n_taps]  # [N]
+        basis = (weight * rho)[:, None] * torch.cos(lags[:, None] * frequencies[None, :])  # [N, F]
+        return basis[None].float()
+    n_bands, grid = band_gains.shape[0], 2 * (band_gains.shape[-1] - 1)
+    if grid % n_fft or grid < 2 * n_fft:
+        raise ValueError(f"a density grid of {grid} points does not fit n_fft {n_fft} (see density_grid)")
+    frequencies = torch.arange(grid // 2 + 1, dtype=torch.float64) * (2 * torch.pi * n_bands / grid)
+    cosines = weight[:, None] * torch.cos(lags[:, None] * frequencies[None, :])  # [N, G/2+1]
+    density = band_gains.double().cpu()[:, None, :] * cosines[None] / n_bands  # [M, N, G/2+1]
+    correlation = torch.fft.irfft(density, n=grid) * window_correlation(n_fft, grid)  # [M, N, G]
+    return torch.fft.rfft(correlation, n=grid).real[..., :: grid // n_fft].float()  # [M, N, F]
+
+
+def density_grid(n_fft: int, response_length: int) -> int:
+    """Points ``G`` on the full circle at which :func:`noise_spectral_basis` samples a density whose
+    autocorrelation spans ``response_length`` samples: enough for its window smoothing to be exact
+    (``G >= n_fft + response_length``, and at least ``2 n_fft``), a power of two (a multiple of ``n_fft``)."""
+    return next_power_of_two(max(2 * n_fft, n_fft + response_length))
+
+
+def expected_stft_power(
+    impulse_responses: Tensor,
+    frame_size: int,
+    n_fft: int,
+    hop: int,
+    basis: Tensor,
+    variance: float = NOISE_VARIANCE,
+) -> Tensor:
+    """Expected ``|STFT|^2`` of filtered noise, known from the filters alone (no noise drawn).
+
+    Args:
+        impulse_responses: ``[..., M, L, N]`` per band ``M`` and frame ``L``
+            (:func:`impulse_response` of the magnitudes).
+        frame_size: band samples per frame.
+        n_fft, hop: the analysis (periodic Hann window of ``n_fft``, centred frames).
+        basis: :func:`noise_spectral_basis` for this ``n_fft``: ``[1, N, F]`` to analyse
+            each band's signal (output ``[..., M, F, T]``), ``[M, N, F]`` to analyse the
+            full-band sum of the bands after PQMF synthesis (output ``[..., F, T]``).
+        variance: of the white noise.
+
+    Returns:
+        The expectation over noise draws of the STFT power, ``F = n_fft // 2 + 1`` bins.
+
+    Model: within an STFT frame the noise is locally stationary, frame ``l`` having the
+    (window-smoothed) density of :func:`noise_spectral_basis`; an STFT frame sees the frames
+    under it, each weighted by the squared window (:func:`frame_window_weights`; the
+    response's group delay :func:`filter_delay` is the frames' offset). Left out: the spill
+    of each frame's response into the next (``N - 1`` of ``frame_size`` samples).
+    ``tests/dsp/test_filtered_noise.py`` compares it with the average over noise draws.
+    """
+    n_bands, n_frames, n_taps = impulse_responses.shape[-3:]
+    basis = basis.to(impulse_responses.device)
+    correlation = response_autocorrelation(impulse_responses.float())  # [..., M, L, N]
+    if basis.shape[0] == 1:  # each band analysed: [..., M, L, F]
+        density, rate = torch.matmul(correlation, basis[0]), 1
+    else:  # the bands summed after synthesis: [..., L, F]
+        density, rate = torch.einsum("...mln,mnf->...lf", correlation, basis), n_bands
+    length = n_frames * frame_size * rate
+    delay = filter_delay(n_taps // 2 + 1) * rate
+    weights = frame_window_weights(length, frame_size * rate, n_frames, delay, n_fft, hop).to(density.device)
+    return variance * torch.matmul(density.transpose(-1, -2), weights.T)  # [..., (M,) F, T]

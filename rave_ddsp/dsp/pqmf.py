@@ -294,6 +294,21 @@ class PQMF(nn.Module):
         bands = F.conv1d(phases, self.analysis_kernel)  # [B*C, M, T/M]
         return bands.reshape(batch, channels * m, frames)  # [B, C*M, T/M]
 
+    @torch.jit.ignore
+    def synthesis_power_responses(self, n_fft: int) -> torch.Tensor:
+        """``[M, n_fft // 2 + 1]``: ``|G_m(w_k)|^2`` of each band's synthesis path (upsampling by M,
+        then filter) at the bins of an ``n_fft``-point DFT, measured by synthesising a unit
+        impulse in each band (so the bank's own scaling is included)."""
+        m = self.n_bands
+        frames = (self.synthesis_kernel.shape[-1] + 1) * 2
+        impulses = torch.zeros(m, m, frames, device=self.synthesis_kernel.device)
+        impulses[torch.arange(m), torch.arange(m), frames // 2] = 1.0
+        with torch.no_grad():
+            responses = self.inverse(impulses)[:, 0]  # [M, T]: band m's response in batch item m
+        padded = -(-responses.shape[-1] // n_fft) * n_fft  # a multiple of n_fft: every k-th bin is a bin of n_fft
+        spectrum = torch.fft.rfft(responses.double(), n=padded)[:, :: padded // n_fft]
+        return spectrum.abs().pow(2).float()  # [M, F]
+
     @torch.jit.export
     def inverse(self, bands: torch.Tensor) -> torch.Tensor:
         """Synthesis: bands ``[B, C*M, T/M]`` -> ``[B, C, T]``."""

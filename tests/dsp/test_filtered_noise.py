@@ -160,3 +160,61 @@ def test_chunked_frames_with_carried_tails_equal_one_call():
         out, carried = dsp.carry_tail(out, tail, carried)
         pieces.append(out)
     torch.testing.assert_close(torch.cat(pieces, -1), whole)
+
+
+# ------------------------------------------------------------- expected spectrum --
+def noise_draws(magnitudes: torch.Tensor, frame_size: int, draws: int) -> torch.Tensor:
+    """``[draws, ..., L * frame_size]`` filtered noise, one draw of white noise each."""
+    torch.manual_seed(1)
+    noise = torch.rand(draws, *magnitudes.shape[:-2], magnitudes.shape[-2] * frame_size) * 2 - 1
+    return dsp.filtered_noise(magnitudes.expand(draws, *magnitudes.shape), frame_size, noise)
+
+
+def average_stft_power(signals: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """``[draws, ..., T] -> [..., F, frames]``: STFT power averaged over the draws (torchaudio's framing)."""
+    flat = signals.reshape(-1, signals.shape[-1])
+    power = torch.stft(flat, n_fft, n_fft // 4, window=torch.hann_window(n_fft), center=True,
+                       return_complex=True).abs().pow(2)
+    return power.reshape(*signals.shape[:-1], *power.shape[-2:]).mean(0)
+
+
+def changing_magnitudes(bands: int, frames: int, n_frequencies: int = 5) -> torch.Tensor:
+    """``[bands, frames, K]`` magnitudes that differ across bands, frames and frequencies (20 dB range)."""
+    generator = torch.Generator().manual_seed(0)
+    return 10 ** (-torch.rand(bands, frames, n_frequencies, generator=generator))
+
+
+@pytest.mark.parametrize("n_fft", [128, 64, 32])
+def test_expected_band_stft_power_is_the_average_over_noise_draws(n_fft):
+    frame_size, magnitudes = 64, changing_magnitudes(4, 16)
+    drawn = average_stft_power(noise_draws(magnitudes, frame_size, 300), n_fft)  # [M, F, frames]
+    basis = dsp.noise_spectral_basis(n_fft, dsp.ir_length(5))
+    expected = dsp.expected_stft_power(dsp.impulse_response(magnitudes), frame_size, n_fft, n_fft // 4, basis)
+    error_db = 10 * torch.log10(drawn / expected)[..., 4:-4]  # the first and last frames see the ramps
+    # 300 draws: an average of exponential variables, ~6 % (0.25 dB) estimation noise per bin
+    assert abs(float(error_db.mean())) < 0.1
+    assert float(error_db.abs().mean()) < 0.4
+
+
+@pytest.mark.parametrize("n_fft", [2048, 512, 128])
+def test_expected_full_band_stft_power_is_the_average_over_noise_draws(n_fft):
+    from rave_ddsp.dsp.pqmf import PQMF
+
+    pqmf, frame_size, n_taps = PQMF(16, 100.0), 64, dsp.ir_length(5)
+    magnitudes = changing_magnitudes(16, 8)
+    audio = pqmf.inverse(noise_draws(magnitudes, frame_size, 200))[:, 0]  # [draws, T]
+    drawn = average_stft_power(audio, n_fft)
+    gains = pqmf.synthesis_power_responses(dsp.density_grid(n_fft, pqmf.n_taps + 16 * n_taps))
+    basis = dsp.noise_spectral_basis(n_fft, n_taps, gains)
+    expected = dsp.expected_stft_power(dsp.impulse_response(magnitudes), frame_size, n_fft, n_fft // 4, basis)
+    error_db = 10 * torch.log10(drawn / expected)[..., 4:-4]  # the first and last frames see the ramps
+    # band edges included: without the window's smoothing, n_fft 128 is off by 2 dB on average
+    assert abs(float(error_db.mean())) < 0.15
+    assert float(error_db.abs().mean()) < 0.45
+
+
+def test_inverse_exp_sigmoid_inverts_the_scaling():
+    for magnitude in (1e-5, 3e-3, 0.5, 1.9):
+        assert float(dsp.exp_sigmoid(torch.tensor(dsp.inverse_exp_sigmoid(magnitude)))) == pytest.approx(magnitude)
+    with pytest.raises(ValueError, match="noise magnitude"):
+        dsp.inverse_exp_sigmoid(2.5)
