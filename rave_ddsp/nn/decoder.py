@@ -36,7 +36,8 @@ class Decoder(nn.Module):
             (``channels[0]`` is the band-rate width).
         initial_gain_db: the waveform head's initial gain (see above).
         noise_bands: ``K`` magnitudes per noise frame; ``noise_ratios``: the noise
-            branch's downsampling (its frame size is their product).
+            branch's downsampling (its frame size is their product);
+            ``noise_initial_gain_db``: its starting magnitudes (None: -94 dB).
         causal, streaming: see :mod:`rave_ddsp.nn.layers`; max_centred_period: see
             :func:`rave_ddsp.nn.layers.padding_is_causal`.
     """
@@ -53,6 +54,7 @@ class Decoder(nn.Module):
         noise_bands: int = 5,
         noise_ratios: Sequence[int] = (4, 4, 4),
         initial_gain_db: float = -40.0,
+        noise_initial_gain_db: Optional[float] = None,
         *,
         causal: bool = False,
         max_centred_period: Optional[int] = None,
@@ -91,7 +93,8 @@ class Decoder(nn.Module):
         # The noise branch never looks ahead: coarse noise magnitudes gain little from future
         # context, and its look-ahead (at the noise frame rate) would delay the whole decoder.
         self.noise = FilteredNoise(channels[0], out_channels, noise_bands, noise_ratios,
-                                   activation_name=activation_name, causal=True, streaming=streaming,
+                                   activation_name=activation_name, initial_gain_db=noise_initial_gain_db,
+                                   causal=True, streaming=streaming,
                                    cumulative_delay=delay)
         head_delay, noise_delay = self.head[1].cumulative_delay, self.noise.cumulative_delay
         self.cumulative_delay = max(head_delay, noise_delay)
@@ -99,7 +102,14 @@ class Decoder(nn.Module):
         self.align_noise = DelayLine(self.cumulative_delay - noise_delay, streaming)
 
     def forward(self, z: Tensor) -> Tuple[Tensor, Tensor]:
+        waveform, noise, _ = self.branches(z)
+        return waveform, noise
+
+    def branches(self, z: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(waveform, noise, noise magnitudes [B, C*M, L, K])``; the magnitudes are not delayed
+        for streaming (training, which judges the noise by its expected spectrum, needs them)."""
         hidden = self.net(z)  # [B, H, T]
         waveform, amplitude = self.head(hidden).chunk(2, dim=1)  # [B, C*M, T] each
         waveform = self.align_waveform(waveform * torch.sigmoid(amplitude))
-        return waveform, self.align_noise(self.noise(hidden))
+        magnitudes = self.noise.magnitudes(hidden)  # [B, C*M, L, K]
+        return waveform, self.align_noise(self.noise.render(magnitudes)), magnitudes

@@ -34,6 +34,9 @@ class FilteredNoise(nn.Module):
     frame; :func:`rave_ddsp.dsp.filtered_noise.exp_sigmoid` scales them to magnitudes; each band's white
     noise is filtered frame by frame (:func:`rave_ddsp.dsp.filtered_noise.frame_convolve`).
 
+    ``initial_gain_db``: the magnitudes an untrained branch starts at (the output layer's
+    bias); None keeps the bias at 0, i.e. ``exp_sigmoid(0)`` (-94 dB).
+
     Streaming: the convolutions are cached and the filter tails that spill past the end
     of a call are added to the start of the next, so chunked output equals one-call
     output for the same noise. ``cumulative_delay`` (band samples) is the delay of the
@@ -55,6 +58,7 @@ class FilteredNoise(nn.Module):
         ratios: Sequence[int] = (4, 4, 4),
         hidden_channels: Optional[int] = None,
         activation_name: str = "leaky_relu",
+        initial_gain_db: Optional[float] = None,
         *,
         causal: bool = False,
         streaming: bool = False,
@@ -73,6 +77,9 @@ class FilteredNoise(nn.Module):
             channels = hidden_channels
         out = conv1d(channels, n_bands * n_frequencies, 3, causal=causal, streaming=streaming,
                      cumulative_delay=cumulative_delay)
+        if initial_gain_db is not None:
+            with torch.no_grad():
+                out.bias.fill_(dsp.inverse_exp_sigmoid(10 ** (initial_gain_db / 20)))
         layers.append(out)
         self.net = nn.Sequential(*layers)
         self.n_bands = n_bands
@@ -118,7 +125,10 @@ class FilteredNoise(nn.Module):
         return self.table[index].expand(batch, -1, -1)  # [B, M, length]
 
     def forward(self, hidden: Tensor) -> Tensor:
-        magnitudes = self.magnitudes(hidden)  # [B, M, L, K]
+        return self.render(self.magnitudes(hidden))
+
+    def render(self, magnitudes: Tensor) -> Tensor:
+        """Noise shaped by ``magnitudes [B, M, L, K]``: ``[B, M, L * frame_size]``."""
         batch, frames = magnitudes.shape[0], magnitudes.shape[2]
         length = frames * self.frame_size
         if self.deterministic:

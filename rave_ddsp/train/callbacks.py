@@ -8,6 +8,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from rave_ddsp.plots import plt, spectrogram_panels
+from rave_ddsp.dsp.filtered_noise import share_db
+from rave_ddsp.train.model import noise_shares_db
 
 
 class MediaLogger(L.Callback):
@@ -28,12 +30,16 @@ class MediaLogger(L.Callback):
         sample_rate = module.hparams.sample_rate
         original = module.validation_examples["audio"]  # [B, C, T]
         reconstruction = module.validation_examples["reconstruction"]  # [B, C, T]
+        noise = module.validation_examples["noise"]  # [B, C, T]: the noise branch's part of the reconstruction
         for i in range(original.shape[0]):
-            pair = torch.stack([original[i, 0], reconstruction[i, 0]])  # [2, T]
-            writer.add_audio(f"audio/{i}_original", pair[0:1].T.clamp(-1, 1), step, sample_rate)
-            writer.add_audio(f"audio/{i}_reconstruction", pair[1:2].T.clamp(-1, 1), step, sample_rate)
-            figure = spectrogram_panels(pair.numpy(), ["original", "reconstruction"], sample_rate)
+            panels = torch.stack([original[i, 0], reconstruction[i, 0], noise[i, 0]])  # [3, T]
+            writer.add_audio(f"audio/{i}_original", panels[0:1].T.clamp(-1, 1), step, sample_rate)
+            writer.add_audio(f"audio/{i}_reconstruction", panels[1:2].T.clamp(-1, 1), step, sample_rate)
+            share = float(share_db(noise[i].pow(2).sum(), reconstruction[i].pow(2).sum()))
+            figure = spectrogram_panels(panels.numpy(), ["original", "reconstruction",
+                                                         f"noise branch ({share:.1f} dB of the output)"], sample_rate)
             writer.add_figure(f"spectrogram/{i}", figure, step)
+        writer.add_figure("noise/share_per_band", self.share_figure(module), step)
         kl = (module.validation_kl / max(1.0, float(module.latent_statistics.count))).numpy()  # per frame
         figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
         left.bar(np.arange(len(kl)), np.sort(kl)[::-1])
@@ -44,6 +50,29 @@ class MediaLogger(L.Callback):
         right.grid(True)
         writer.add_figure("latent/statistics", figure, step)
         plt.close("all")
+
+
+    @staticmethod
+    def share_figure(module: L.LightningModule):
+        """The noise branch's share of the output energy per PQMF band (validation set) and over time
+        (first validation example, per band sample block of one latent frame)."""
+        shares = noise_shares_db(module.validation_noise_energy, module.validation_output_energy,
+                                 module.hparams.n_bands)
+        per_band = [shares[f"share_db_band_{b:02d}"] for b in range(module.hparams.n_bands)]
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+        left.bar(np.arange(len(per_band)), per_band, bottom=0)
+        left.set(title=f"noise share per band (all: {shares['share_db']:.1f} dB)", xlabel="PQMF band",
+                 ylabel="dB of the band's output")
+        noise = module.validation_examples["noise"][0].pow(2).sum(0)  # [T]
+        total = module.validation_examples["reconstruction"][0].pow(2).sum(0)
+        hop = module.hop_length
+        frames = noise.shape[-1] // hop
+        noise_frames = noise[: frames * hop].reshape(frames, hop).sum(-1)
+        total_frames = total[: frames * hop].reshape(frames, hop).sum(-1)
+        right.plot(np.arange(frames) * hop / module.hparams.sample_rate, share_db(noise_frames, total_frames).numpy())
+        right.set(title="noise share over time (example 0)", xlabel="s", ylabel="dB of the output")
+        right.grid(True)
+        return figure
 
 
 class InterruptCheckpoint(L.Callback):
@@ -82,8 +111,8 @@ class ReconstructionReport(L.Callback):
             for audio in loader:
                 audio = audio.to(module.device)
                 bands, mean, _ = module.encode(audio)
-                audio_hat, bands_hat = module.decode(mean)
-                total += float(module.spectral_loss(audio, bands, audio_hat, bands_hat)["spectral"]) * len(audio)
+                terms = module.spectral_loss(audio, bands, *module.decoder.branches(mean))
+                total += float(terms["spectral"]) * len(audio)
                 count += len(audio)
         module.train(was_training)
         return total / max(1, count)

@@ -14,7 +14,8 @@ Likewise ``e`` is the RMS spectrum of white noise at ``log_floor_db`` (-100 dB):
 differences are inaudible, and a fixed tiny epsilon would let digital silence in the
 target dominate the log term.
 """
-from typing import List, Optional, Sequence
+import math
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torchaudio
@@ -61,6 +62,7 @@ class MultiScaleSTFT(nn.Module):
             else:
                 transforms.append(torchaudio.transforms.Spectrogram(n_fft, hop_length=hop, power=1.0, center=True))
         self.transforms = nn.ModuleList(transforms)
+        self.scales = [(n_fft, max(1, n_fft // hop_divisor)) for n_fft in n_ffts]
         # mean squared magnitude per spectrogram element of white noise at 0 dB, per scale
         generator = torch.Generator().manual_seed(0)
         unit = [float(transform(torch.randn(8, 16 * n_fft, generator=generator)).pow(2).mean())
@@ -70,13 +72,24 @@ class MultiScaleSTFT(nn.Module):
         self.linear_weight = linear_weight
         self.log_weight = log_weight
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        """Distance of ``y`` (estimate) from ``x`` (target), both ``[B, C, T]``: a scalar."""
+    def forward(self, x: Tensor, y: Tensor, noise_power: Optional[Callable[[int, int], Tensor]] = None) -> Tensor:
+        """Distance of ``y`` (estimate) from ``x`` (target), both ``[B, C, T]``: a scalar.
+
+        ``noise_power``: when the estimate is ``y`` plus independent noise that is judged by its
+        expected spectrum rather than one draw of it, ``noise_power(n_fft, hop)`` returns that
+        noise's expected STFT power ``[B * C, F, frames]`` at a scale; the estimate's magnitude
+        is then ``sqrt(|Y|^2 + E|N|^2)`` (the cross term's expectation is zero).
+        """
         x = x.float().reshape(-1, x.shape[-1])  # [B * C, T]
         y = y.float().reshape(-1, y.shape[-1])  # [B * C, T]
         total = x.new_zeros(())
-        for transform, floor, log_floor in zip(self.transforms, self.floor_energy, self.log_floors):
-            spec_x, spec_y = transform(x), transform(y)  # [B * C, F, frames]
+        for transform, (n_fft, hop), floor, log_floor in zip(self.transforms, self.scales, self.floor_energy,
+                                                            self.log_floors):
+            spec_x, spec_y = self.spectrum(transform, x), self.spectrum(transform, y)  # [B * C, F, frames]
+            if noise_power is not None:
+                spec_y = torch.sqrt(spec_y.pow(2) + noise_power(n_fft, hop))
+            if isinstance(transform, torchaudio.transforms.MelSpectrogram):
+                spec_x, spec_y = transform.mel_scale(spec_x), transform.mel_scale(spec_y)
             if self.linear_weight:
                 reference = torch.sqrt(spec_x.pow(2).sum() + floor * spec_x.numel())
                 convergence = (spec_y - spec_x).norm() / reference
@@ -85,6 +98,73 @@ class MultiScaleSTFT(nn.Module):
                 log_l1 = (torch.log(spec_y + log_floor) - torch.log(spec_x + log_floor)).abs().mean()
                 total = total + self.log_weight * log_l1
         return total / len(self.transforms)
+
+    @staticmethod
+    def spectrum(transform: nn.Module, signal: Tensor) -> Tensor:
+        """The linear-frequency STFT magnitude of ``signal`` (a mel transform's first stage)."""
+        if isinstance(transform, torchaudio.transforms.MelSpectrogram):
+            return transform.spectrogram(signal)
+        return transform(signal)
+
+
+class NoiseFloorDistance(nn.Module):
+    """How far a noise model's expected spectrum is from the target's spectral floor, cell by cell.
+
+    The floor of the target's STFT power in a cell of ``cell_bins`` adjacent bins (one frame)
+    is estimated from a low quantile of the bins (pooled with the neighbouring frames'): between the partials of a harmonic sound the
+    quantile falls in the valleys, in noise (breath, bow, attacks) it measures the noise, whose
+    power per bin is exponentially distributed, so the ``q``-quantile is rescaled by
+    ``1 / -ln(1 - q)`` to that distribution's mean. The distance is the mean
+    ``|ln(N + e) - ln(floor + e)|`` with ``N`` the noise's expected power averaged over the cell
+    and ``e`` the power of white noise at ``log_floor_db`` in a bin. It judges the noise branch on
+    its own (its gradient does not shrink with its share of the output), so the branch owns
+    the stochastic floor and the waveform branch the partials above it.
+
+    Args:
+        n_fft: the analysis (periodic Hann window, hop ``n_fft // 4``, centred frames).
+        cell_bins: bins per cell (the noise filters' frequency resolution).
+        quantile: ``q``.
+        log_floor_db: see above.
+    """
+
+    def __init__(self, n_fft: int, cell_bins: int, quantile: float = 0.25, log_floor_db: float = -100.0):
+        super().__init__()
+        if not 0 < quantile < 1:
+            raise ValueError(f"the noise floor quantile must lie in (0, 1), got {quantile}")
+        self.n_fft, self.hop, self.cell_bins, self.quantile = n_fft, n_fft // 4, max(1, cell_bins), quantile
+        # not saved in checkpoints: models from before this distance existed keep loading
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.correction = -1.0 / math.log(1.0 - quantile)
+        generator = torch.Generator().manual_seed(0)
+        unit = float(self.power(torch.randn(8, 16 * n_fft, generator=generator)).mean())
+        self.log_floor = unit * 10 ** (log_floor_db / 10)
+
+    def power(self, signal: Tensor) -> Tensor:
+        """``[N, T] -> [N, F, frames]`` STFT power (torchaudio's Spectrogram framing)."""
+        spectrum = torch.stft(signal, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect",
+                              return_complex=True)
+        return spectrum.real.pow(2) + spectrum.imag.pow(2)
+
+    def cells(self, power: Tensor) -> Tensor:
+        """``[B, F, frames] -> [B, F // cell_bins, cell_bins, frames]`` (bins past the last whole cell dropped)."""
+        usable = power.shape[1] // self.cell_bins * self.cell_bins
+        return power[:, :usable].unflatten(1, (-1, self.cell_bins))
+
+    def floor(self, x: Tensor) -> Tensor:
+        """The target's floor estimate ``[B * C, cells, frames]`` of ``x [B, C, T]``: the quantile of
+        the cell's bins in the frame and its two neighbours (3 ``cell_bins`` samples; edges repeated)."""
+        power = self.cells(self.power(x.float().reshape(-1, x.shape[-1])))  # [B * C, cells, bins, frames]
+        padded = torch.cat([power[..., :1], power, power[..., -1:]], dim=-1)
+        pooled = padded.unfold(-1, 3, 1)  # [B * C, cells, bins, frames, 3]
+        pooled = pooled.transpose(2, 3).flatten(-2)  # [B * C, cells, frames, 3 * bins]
+        return torch.quantile(pooled, self.quantile, dim=-1) * self.correction
+
+    def forward(self, x: Tensor, noise_power: Callable[[int, int], Tensor]) -> Tensor:
+        """Distance of the noise with expected power ``noise_power(n_fft, hop) [B * C, F, frames]`` from ``x``'s floor."""
+        with torch.no_grad():
+            floor = self.floor(x)
+        noise = self.cells(noise_power(self.n_fft, self.hop)).mean(2)  # [B * C, cells, frames]
+        return (torch.log(noise + self.log_floor) - torch.log(floor + self.log_floor)).abs().mean()
 
 
 def hinge_discriminator_loss(real: Tensor, fake: Tensor) -> Tensor:

@@ -2,7 +2,13 @@
 
 Phase 1 (steps ``< phase2_step``): encoder and decoder learn from the multi-scale spectral
 distance (full band and PQMF bands) plus ``beta * KL``; ``beta`` rises log-linearly over
-``beta_warmup_steps``. The latent statistics (mean, PCA, fidelity) are gathered from the
+``beta_warmup_steps``. By default the spectral distances see the output with one draw of
+noise, which they score worse than a smooth deterministic signal at the same level (its
+STFT magnitude is Rayleigh-distributed): such a model learns to silence the noise branch.
+``noise_loss="expected"`` judges the noise branch by its expected power spectrum, computed
+from the magnitudes it asks for, and on its own against the target's spectral floor; it
+keeps the branch alive but, measured so far, costs mel distance (README, "Two branches").
+The latent statistics (mean, PCA, fidelity) are gathered from the
 validation set.
 
 Phase 2: the encoder and the latent statistics are frozen; the decoder adds adversarial
@@ -27,7 +33,14 @@ from rave_ddsp.nn.discriminator import CombinedDiscriminator
 from rave_ddsp.nn.encoder import VariationalEncoder, kl_divergence, reparametrize
 from rave_ddsp.errors import UserError
 from rave_ddsp.train.latent import LatentStatistics, latent_size_for_fidelity
+from rave_ddsp.dsp import filtered_noise
 from rave_ddsp.dsp.pqmf import PQMF
+
+NOISE_LOSSES = {
+    "expected": "the spectral distances see the waveform branch plus the noise branch's expected power spectrum",
+    "drawn": "the spectral distances see the waveform branch plus one draw of the noise",
+}
+"""How the spectral distances judge the noise branch (``noise_loss``)."""
 
 ADVERSARIAL_LOSSES = {
     "hinge": (losses.hinge_discriminator_loss, losses.hinge_generator_loss),
@@ -47,11 +60,16 @@ class RAVE(L.LightningModule):
     :class:`Decoder` for ``hidden_channels``, ``ratios``, ``kernel_size``, ``dilations``,
     ``activation``, ``encoder_input_mu`` (mu-law companding of the encoder's input),
     ``noise_bands``, ``noise_ratios``, ``decoder_initial_gain_db`` (the waveform head's
-    starting gain); ``latent_size`` (Z); ``causal``
+    starting gain), ``noise_initial_gain_db`` (the noise magnitudes' start; None: -94 dB);
+    ``latent_size`` (Z); ``causal``
     (no look-ahead: lowest streaming delay); ``lookahead_ms`` (a bound on the streaming delay
     of ``forward``: the finest-rate layers keep their look-ahead, the coarser ones are causal;
     None: every layer centred). Losses: spectral scales (``full_band_ffts``,
-    optional ``full_band_mels`` per scale, ``band_ffts``) and weights; ``beta`` (KL weight
+    optional ``full_band_mels`` per scale, ``band_ffts``) and weights; ``noise_loss``
+    (:data:`NOISE_LOSSES`: ``drawn``, the default, judges the noise branch by one draw of
+    noise, ``expected`` by its expected spectrum); with ``expected``, ``noise_floor_weight`` times
+    :class:`rave_ddsp.train.losses.NoiseFloorDistance` (quantile ``noise_floor_quantile``) joins
+    the spectral distance; ``beta`` (KL weight
     after warm-up, from ``beta_start``); phase 2 from ``phase2_step`` with
     ``discriminators`` (kinds of :class:`CombinedDiscriminator`), ``adversarial_loss``
     (``hinge`` or ``least_squares``), ``adversarial_weight``, ``feature_matching_weight``.
@@ -76,6 +94,10 @@ class RAVE(L.LightningModule):
         noise_bands: int = 5,
         noise_ratios: Sequence[int] = (4, 4, 4),
         decoder_initial_gain_db: float = -40.0,
+        noise_initial_gain_db: Optional[float] = None,
+        noise_loss: str = "drawn",
+        noise_floor_weight: float = 1.0,
+        noise_floor_quantile: float = 0.25,
         causal: bool = False,
         lookahead_ms: Optional[float] = None,
         full_band_ffts: Sequence[int] = (2048, 1024, 512, 256, 128),
@@ -108,6 +130,8 @@ class RAVE(L.LightningModule):
         self.optimizer_factories = (generator_optimizer or default_optimizer,
                                     discriminator_optimizer or default_optimizer)
         self.scheduler_factories = (generator_scheduler, discriminator_scheduler)
+        if noise_loss not in NOISE_LOSSES:
+            raise ValueError(f"noise_loss must be one of {list(NOISE_LOSSES)}, got {noise_loss!r}")
         if adversarial_loss not in ADVERSARIAL_LOSSES:
             raise ValueError(f"adversarial_loss must be one of {sorted(ADVERSARIAL_LOSSES)}, got {adversarial_loss!r}")
         band_channels = channels * n_bands
@@ -120,7 +144,8 @@ class RAVE(L.LightningModule):
             encoder = VariationalEncoder(band_channels, latent_size, **architecture, input_mu=encoder_input_mu,
                                          cumulative_delay=self.pqmf.analysis_delay // n_bands)
             decoder = Decoder(band_channels, latent_size, noise_bands=noise_bands, noise_ratios=noise_ratios,
-                              initial_gain_db=decoder_initial_gain_db, **architecture)
+                              initial_gain_db=decoder_initial_gain_db, noise_initial_gain_db=noise_initial_gain_db,
+                              **architecture)
             return encoder, decoder
 
         self.max_centred_period = None if lookahead_ms is None or causal else \
@@ -133,6 +158,10 @@ class RAVE(L.LightningModule):
                                                         sample_rate=sample_rate)
         self.band_distance = losses.MultiScaleSTFT(band_ffts, linear_weight=spectral_linear_weight,
                                                    log_weight=spectral_log_weight)
+        # cells as wide as the noise filters' frequency spacing, at the finest full-band scale
+        floor_fft = max(full_band_ffts)
+        self.noise_floor_distance = losses.NoiseFloorDistance(
+            floor_fft, floor_fft // (2 * n_bands * (noise_bands - 1)), noise_floor_quantile)
         self.hop_length = n_bands * math.prod(ratios)
         """Audio samples per latent frame."""
         self.encode_delay, self.decode_delay, self.forward_delay = self.streaming_delays(self.encoder, self.decoder)
@@ -142,6 +171,9 @@ class RAVE(L.LightningModule):
         self.register_buffer("latent_pca", torch.eye(latent_size))
         self.register_buffer("latent_fidelity", torch.arange(1, latent_size + 1) / latent_size)
         self.latent_statistics = LatentStatistics(latent_size)
+        self._noise_bases: Dict[Tuple[int, int, bool, str], Tensor] = {}
+        self.validation_noise_energy = torch.zeros(channels * n_bands, dtype=torch.float64)
+        self.validation_output_energy = torch.zeros(channels * n_bands, dtype=torch.float64)
         self.validation_kl = torch.zeros(latent_size, dtype=torch.float64)
         self.validation_examples: Dict[str, Tensor] = {}
 
@@ -191,21 +223,70 @@ class RAVE(L.LightningModule):
         """``z [B, Z, L] -> (audio [B, C, T], bands [B, C*M, T/M])``."""
         waveform, noise = self.decoder(z)
         bands = (waveform + noise).float()
+        return self.synthesize(bands), bands
+
+    def synthesize(self, bands: Tensor) -> Tensor:
+        """PQMF synthesis in float32: ``[B, C*M, T/M] -> [B, C, T]``."""
         with torch.autocast(bands.device.type, enabled=False):
-            return self.pqmf.inverse(bands), bands
+            return self.pqmf.inverse(bands.float())
 
     def forward(self, audio: Tensor) -> Tensor:
         """Deterministic reconstruction (posterior mean): ``[B, C, T] -> [B, C, T]``."""
         _, mean, _ = self.encode(audio)
         return self.decode(mean)[0]
 
-    def spectral_loss(self, audio: Tensor, bands: Tensor, audio_hat: Tensor, bands_hat: Tensor) -> Dict[str, Tensor]:
+    def spectral_loss(self, audio: Tensor, bands: Tensor, waveform: Tensor, noise: Tensor,
+                      magnitudes: Tensor) -> Dict[str, Tensor]:
+        """The spectral distances of the decoder's branches (``waveform``, ``noise`` band signals
+        ``[B, C*M, T/M]``, noise ``magnitudes [B, C*M, L, K]``) from the target ``audio`` and its
+        ``bands``, the noise judged as ``noise_loss`` says (:data:`NOISE_LOSSES`)."""
         hp = self.hparams
-        terms = {"full_band": self.full_band_distance(audio, audio_hat)}
+        if hp.noise_loss == "drawn":
+            bands_hat = (waveform + noise).float()
+            full_band_power = band_power = None
+        else:
+            bands_hat = waveform.float()
+            full_band_power, band_power = self.expected_noise_power(magnitudes)
+        terms = {"full_band": self.full_band_distance(audio, self.synthesize(bands_hat), full_band_power)}
         if hp.n_bands > 1 and hp.band_weight:
-            terms["bands"] = self.band_distance(bands, bands_hat)
-        terms["spectral"] = hp.full_band_weight * terms["full_band"] + hp.band_weight * terms.get("bands", 0.0)
+            terms["bands"] = self.band_distance(bands, bands_hat, band_power)
+        if full_band_power is not None and hp.noise_floor_weight:
+            terms["noise_floor"] = self.noise_floor_distance(audio, full_band_power)
+        terms["spectral"] = (hp.full_band_weight * terms["full_band"] + hp.band_weight * terms.get("bands", 0.0)
+                             + hp.noise_floor_weight * terms.get("noise_floor", 0.0))
         return terms
+
+    def expected_noise_power(self, magnitudes: Tensor):
+        """``(full_band(n_fft, hop), bands(n_fft, hop))``: the noise branch's expected STFT power
+        (:func:`rave_ddsp.dsp.filtered_noise.expected_stft_power`) of the audio ``[B*C, F, frames]``
+        and of the band signals ``[B*C*M, F, frames]``, as the spectral distances want them."""
+        batch, n_bands = magnitudes.shape[0], self.hparams.n_bands
+        responses = filtered_noise.impulse_response(magnitudes.float())  # [B, C*M, L, N]
+        frame_size = self.decoder.noise.frame_size
+
+        def full_band(n_fft: int, hop: int) -> Tensor:
+            per_channel = responses.reshape(batch, -1, n_bands, *responses.shape[-2:])  # [B, C, M, L, N]
+            basis = self.noise_basis(n_fft, responses.shape[-1], full_band=True)
+            return filtered_noise.expected_stft_power(per_channel, frame_size, n_fft, hop, basis).flatten(0, 1)
+
+        def bands(n_fft: int, hop: int) -> Tensor:
+            basis = self.noise_basis(n_fft, responses.shape[-1], full_band=False)
+            return filtered_noise.expected_stft_power(responses, frame_size, n_fft, hop, basis).flatten(0, 1)
+
+        return full_band, bands
+
+    def noise_basis(self, n_fft: int, n_taps: int, full_band: bool) -> Tensor:
+        """:func:`rave_ddsp.dsp.filtered_noise.noise_spectral_basis` for the audio (through this
+        model's PQMF synthesis) or for the band signals, cached per scale and device."""
+        key = (n_fft, n_taps, full_band, str(self.pqmf.synthesis_kernel.device))
+        if key not in self._noise_bases:
+            gains = None
+            if full_band and self.hparams.n_bands > 1:
+                grid = filtered_noise.density_grid(n_fft, self.pqmf.n_taps + self.hparams.n_bands * n_taps)
+                gains = self.pqmf.synthesis_power_responses(grid)
+            basis = filtered_noise.noise_spectral_basis(n_fft, n_taps, gains)
+            self._noise_bases[key] = basis.to(self.pqmf.synthesis_kernel.device)
+        return self._noise_bases[key]
 
     # --------------------------------------------------------------- training --
     def configure_optimizers(self):
@@ -224,10 +305,11 @@ class RAVE(L.LightningModule):
         with torch.set_grad_enabled(not phase2):
             bands, mean, scale = self.encode(audio)
         z, kl = reparametrize(mean, scale)
-        audio_hat, bands_hat = self.decode(z)
-        terms = self.spectral_loss(audio, bands, audio_hat, bands_hat)
+        waveform, noise, magnitudes = self.decoder.branches(z)
+        terms = self.spectral_loss(audio, bands, waveform, noise, magnitudes)
         terms["kl"] = kl
         if phase2:
+            audio_hat = self.synthesize(waveform + noise)
             terms["discriminator"], real_outputs = self.discriminator_step(audio, audio_hat, discriminator_optimizer)
             terms.update(self.adversarial_terms(real_outputs, audio_hat))
         else:
@@ -317,18 +399,25 @@ class RAVE(L.LightningModule):
         self.latent_statistics.reset()
         self.validation_kl = torch.zeros(self.hparams.latent_size, dtype=torch.float64)
         self.validation_examples = {}
+        bands = self.hparams.channels * self.hparams.n_bands
+        self.validation_noise_energy = torch.zeros(bands, dtype=torch.float64)
+        self.validation_output_energy = torch.zeros(bands, dtype=torch.float64)
 
     def validation_step(self, audio: Tensor, batch_index: int) -> None:
         bands, mean, scale = self.encode(audio)
-        audio_hat, bands_hat = self.decode(mean)
-        terms = self.spectral_loss(audio, bands, audio_hat, bands_hat)
+        waveform, noise, magnitudes = self.decoder.branches(mean)
+        terms = self.spectral_loss(audio, bands, waveform, noise, magnitudes)
         self.log_dict({f"validation/{name}": value for name, value in terms.items()}, sync_dist=True)
+        self.validation_noise_energy += noise.float().pow(2).sum((0, 2)).double().cpu()  # [C*M]
+        self.validation_output_energy += (waveform + noise).float().pow(2).sum((0, 2)).double().cpu()
+        audio_hat = self.synthesize(waveform + noise)
         self.log("val_spectral", terms["spectral"], prog_bar=True, logger=False, sync_dist=True)
         self.latent_statistics.update(mean)
         self.validation_kl += kl_divergence(mean, scale).sum((0, 2)).double().cpu()  # [Z], summed over frames
         if batch_index == 0:
             self.validation_examples = {"audio": audio[:4].detach().float().cpu(),
-                                        "reconstruction": audio_hat[:4].detach().float().cpu()}
+                                        "reconstruction": audio_hat[:4].detach().float().cpu(),
+                                        "noise": self.synthesize(noise[:4]).detach().float().cpu()}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -345,6 +434,19 @@ class RAVE(L.LightningModule):
             self.log(f"latent/dimensions_for_fidelity_{fidelity}",
                      float(latent_size_for_fidelity(self.latent_fidelity, fidelity)))
         self.log("latent/frames", float(self.latent_statistics.count))
+        for name, share in noise_shares_db(self.validation_noise_energy, self.validation_output_energy,
+                                           self.hparams.n_bands).items():
+            self.log(f"noise/{name}", share)
+
+
+def noise_shares_db(noise_energy: Tensor, output_energy: Tensor, n_bands: int) -> Dict[str, float]:
+    """The noise branch's share of the decoder's output energy, in dB
+    (:func:`rave_ddsp.dsp.filtered_noise.share_db`): ``share_db`` over all bands and
+    ``share_db_band_00`` ... per PQMF band (channels summed), from per-band-signal energies ``[C*M]``."""
+    noise, output = noise_energy.reshape(-1, n_bands).sum(0), output_energy.reshape(-1, n_bands).sum(0)  # [M]
+    per_band = filtered_noise.share_db(noise, output).tolist()
+    return {"share_db": float(filtered_noise.share_db(noise.sum(), output.sum())),
+            **{f"share_db_band_{b:02d}": share for b, share in enumerate(per_band)}}
 
 
 def beta_schedule(step: int, start: float, end: float, warmup_steps: int) -> float:

@@ -72,9 +72,9 @@ def test_tensorboard_gets_losses_rates_norms_audio_and_images(tmp_path):
     for tag in ("train/spectral", "train/full_band", "train/bands", "train/kl", "train/beta", "train/loss",
                 "train/adversarial", "train/feature_matching", "train/discriminator", "lr/generator",
                 "lr/discriminator", "train/grad_norm_generator", "train/grad_norm_discriminator",
-                "validation/spectral", "latent/dimensions_for_fidelity_0.95"):
+                "validation/spectral", "latent/dimensions_for_fidelity_0.95", "noise/share_db", "noise/share_db_band_00"):
         assert tag in scalars, tag
-    assert {"spectrogram/0", "latent/statistics"} <= set(events.Tags()["images"])
+    assert {"spectrogram/0", "latent/statistics", "noise/share_per_band"} <= set(events.Tags()["images"])
     assert {"audio/0_original", "audio/0_reconstruction"} <= set(events.Tags()["audio"])
 
 

@@ -81,3 +81,57 @@ def test_log_term_ignores_differences_below_its_floor():
     audible = 10 ** (-40 / 20) * torch.randn(2, 1, 8192)
     assert float(distance(silence, inaudible)) < 0.1  # ~ ln(1 + 0.1): a tenth of the floor
     assert float(distance(silence, audible)) == pytest.approx(math.log(10 ** 3), rel=0.05)  # 60 dB above the floor
+
+
+def test_expected_noise_power_judges_noise_by_its_spectrum_not_one_draw():
+    """A noise target is matched best by the noise model that made it, judged by its expected
+    power; judged by one draw, the same model scores like any other random signal."""
+    from rave_ddsp.dsp import filtered_noise as dsp
+
+    torch.manual_seed(0)
+    frame_size, n_frames = 64, 32
+    magnitudes = 0.1 * (1 + torch.rand(1, 1, n_frames, 5))  # [B, C, L, K]
+    responses = dsp.impulse_response(magnitudes)
+    target = dsp.filtered_noise(magnitudes, frame_size)  # [1, 1, T]
+    draw = dsp.filtered_noise(magnitudes, frame_size)  # the same model, another draw
+    distance = losses.MultiScaleSTFT((256, 64), log_weight=1.0, linear_weight=1.0)
+
+    def expected(scale: float):
+        def power(n_fft: int, hop: int) -> torch.Tensor:
+            basis = dsp.noise_spectral_basis(n_fft, responses.shape[-1])
+            return scale ** 2 * dsp.expected_stft_power(responses, frame_size, n_fft, hop, basis)[0]  # [1, F, T]
+        return power
+
+    silent = torch.zeros_like(target)
+    judged_by_expectation = float(distance(target, silent, expected(1.0)))
+    judged_by_a_draw = float(distance(target, draw))
+    assert judged_by_expectation < 0.8 * judged_by_a_draw
+    # and the expectation is best at the true level
+    assert judged_by_expectation < float(distance(target, silent, expected(0.5)))
+    assert judged_by_expectation < float(distance(target, silent, expected(2.0)))
+
+
+@pytest.mark.parametrize("f0", [440.0, 110.0])
+@pytest.mark.parametrize("noise_db", [-40.0, -60.0])
+def test_noise_floor_is_found_between_the_partials(f0, noise_db):
+    torch.manual_seed(0)
+    t = torch.arange(44100) / 44100
+    partials = sum(0.3 / k * torch.sin(2 * math.pi * f0 * k * t) for k in range(1, 30) if f0 * k < 20000)
+    noise = 10 ** (noise_db / 20) * torch.randn(44100)
+    distance = losses.NoiseFloorDistance(2048, 16)
+    error_db = 10 * torch.log10(distance.floor((partials + noise)[None, None]) / distance.floor(noise[None, None]))
+    assert abs(float(error_db.median())) < 2.0  # the partials are 35-55 dB louder
+
+
+def test_noise_floor_distance_is_smallest_at_the_true_noise_level():
+    torch.manual_seed(0)
+    target = 0.05 * torch.randn(2, 1, 16384)
+    distance = losses.NoiseFloorDistance(1024, 8)
+    bin_power = float(distance.power(target.reshape(2, -1)).mean())
+
+    def at(gain_db: float):
+        return lambda n_fft, hop: torch.full((2, 513, 16384 // hop + 1), bin_power * 10 ** (gain_db / 10))
+
+    scores = {gain: float(distance(target, at(gain))) for gain in (-3.0, 0.0, 3.0)}
+    # the floor estimate's own spread (a quantile of 24 bins) keeps the minimum above 0
+    assert scores[0.0] < 0.5 and scores[0.0] < 0.8 * min(scores[-3.0], scores[3.0])

@@ -221,3 +221,40 @@ def test_bf16_kernels_stay_off_amx():
     assert isa, result.stdout[-2000:]  # oneDNN ran (and said which ISA it may use)
     assert "AMX" not in isa[0].upper(), isa[0]
     assert os.environ.get("ONEDNN_MAX_CPU_ISA"), "tests/conftest.py applies the guard for the whole suite"
+
+
+@pytest.mark.parametrize("noise_loss", ["expected", "drawn"])
+def test_noise_branch_started_near_the_waveform_gets_gradient(noise_loss):
+    model = tiny_model(noise_loss=noise_loss, noise_initial_gain_db=-50.0)
+    audio = 0.3 * torch.sin(torch.linspace(0, 300, 32 * HOP)).repeat(2, 1, 1) + 0.02 * torch.randn(2, 1, 32 * HOP)
+    bands, mean, _ = model.encode(audio)
+    waveform, noise, magnitudes = model.decoder.branches(mean)
+    # it starts near the waveform branch's level (10 dB), not 100 dB under it
+    assert abs(10 * math.log10(float(noise.pow(2).mean() / waveform.pow(2).mean()))) < 10
+    model.spectral_loss(audio, bands, waveform, noise, magnitudes)["spectral"].backward()
+    norms = [float(torch.cat([p.grad.flatten() for p in part.parameters()]).norm())
+             for part in (model.decoder.noise, model.decoder.head)]
+    assert norms[0] > 0.2 * norms[1]  # at the default -94 dB start it is 1 %
+
+
+def test_noise_shares_are_per_band_and_overall():
+    from rave_ddsp.train.model import noise_shares_db
+
+    noise = torch.tensor([1.0, 0.0, 10.0, 1.0, 1.0, 0.0, 10.0, 1.0])  # 2 channels x 4 bands
+    output = torch.tensor([10.0, 5.0, 10.0, 100.0, 10.0, 5.0, 10.0, 100.0])
+    shares = noise_shares_db(noise, output, n_bands=4)
+    assert shares["share_db_band_00"] == pytest.approx(-10.0)
+    assert shares["share_db_band_01"] == -200.0
+    assert shares["share_db_band_02"] == pytest.approx(0.0)
+    assert shares["share_db_band_03"] == pytest.approx(-20.0)
+    assert shares["share_db"] == pytest.approx(10 * math.log10(24 / 250))
+
+
+@pytest.mark.parametrize("noise_loss", ["expected", "drawn"])
+def test_both_noise_losses_train(noise_loss):
+    model = tiny_model(noise_loss=noise_loss)
+    before = [p.detach().clone() for p in model.decoder.noise.parameters()]
+    fit(model, steps=2)
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.decoder.noise.parameters()))
+    with pytest.raises(ValueError, match="noise_loss"):
+        tiny_model(noise_loss="typo")
