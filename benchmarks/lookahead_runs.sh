@@ -25,4 +25,4 @@ for spec in "centred:--model.lookahead_ms null" "budget100:--model.lookahead_ms 
         --trainer.val_check_interval 400 --data.max_val_items 8 --trainer.enable_progress_bar false ${spec#*:}
 done
 .venv/bin/python scripts/evaluate.py --model "$WORK/runs/centred" --compare "$WORK/runs/budget100" "$WORK/runs/causal" \
-    --data "$WORK/heldout" --pitch --crepe-model tiny --output benchmarks/results/lookahead_small_12min.json
+    --data "$WORK/heldout" --crepe-model tiny --output benchmarks/results/lookahead_small_12min.json

@@ -1,13 +1,16 @@
-"""Evaluate trained models on a folder of audio: reconstruction metrics, size, speed, disentanglement.
+"""Evaluate trained models on a folder of audio: reconstruction, noise branch, size, speed, disentanglement.
 
     python scripts/evaluate.py --model RUN_OR_TS [--model ...] --data DIR [--output report.json]
-        [--compare RUN_OR_TS ...] [--pitch] [--crepe-model full|tiny] [--interpolation]
+        [--compare RUN_OR_TS ...] [--no-pitch] [--crepe-model full|tiny] [--interpolation]
         [--max-files N] [--device cpu|cuda] [--batch-seconds S] [--quiet]
 
 Every audio file in DIR (recursive, sorted; the first N with --max-files) is resampled to
 each model's rate, reconstructed and scored there: multi-scale STFT distance, DAC's mel
-distance, SI-SDR, loudness L1 and, with --pitch (needs torchcrepe), F0 L1 / RMSE in cents
-and the outlier ratio. Also the parameter count and the realtime factor (1 thread).
+distance, SI-SDR, loudness L1 and F0 L1 / RMSE in cents and the outlier ratio (CREPE; skipped
+with --no-pitch, or, said in the report, when torchcrepe is not installed). The noise
+ablation: the filtered-noise branch's energy share of the output (dB) and the mel distance
+with the branch off ('-' for a model without noise_level, e.g. official RAVE). Also the
+parameter count and the realtime factor (1 thread, the normal reconstruction only).
 --compare (or several --model) puts models side by side. --interpolation mixes the latents
 of file pairs and reports how the output's loudness (and F0) follow each source.
 Writes the JSON report and, next to it, report.md (also printed).
@@ -32,7 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_OR_TS", help="more models, side by side")
     parser.add_argument("--data", required=True, type=Path, help="folder of audio files (searched recursively)")
     parser.add_argument("--output", type=Path, default=Path("report.json"), help="JSON report; report.md next to it")
-    parser.add_argument("--pitch", action="store_true", help="F0 metrics with CREPE (needs torchcrepe)")
+    parser.add_argument("--no-pitch", dest="pitch", action="store_false",
+                        help="skip the F0 metrics (CREPE; skipped anyway, and said so, without torchcrepe)")
     parser.add_argument("--crepe-model", default="full", choices=["full", "tiny"],
                         help="CREPE size: full (reported numbers) or tiny (quick checks)")
     parser.add_argument("--interpolation", action="store_true", help="the latent interpolation test on file pairs")

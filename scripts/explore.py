@@ -10,6 +10,8 @@
 --model takes a run folder, a checkpoint or a non-streaming .ts export. Latents are the
 model's PCA coordinates (dimension 0 varies most in the training data). Audio is written
 as 32-bit float WAV at the model's rate, figures as PNG; every file written is listed.
+plot draws the file, its reconstruction and the reconstruction's filtered-noise branch alone
+(its energy share in dB in the title; left out for a model without noise_level).
 """
 import argparse
 import sys
@@ -142,6 +144,13 @@ def run_sample(model: AutoEncoder, args) -> None:
 def run_plot(model: AutoEncoder, args) -> None:
     dims = ex.check_dims(model, min(DEFAULT_PLOTTED_DIMS, model.latent_size) if args.dims is None else args.dims)
     audio, latent = ex.encode_file(model, args.file)
+    reconstruction, noise = ex.split_noise(model, latent, audio.shape[-1])  # [C, T] each
+    spectrograms = [(mono(audio), "input"), (mono(reconstruction), "reconstruction")]
+    if noise is None:
+        print(f"note: {model.source.name} has no noise_level (not a rave_ddsp export): no noise-branch panel")
+    else:
+        share = float(metrics.energy_share_db(noise[None], reconstruction[None])[0])
+        spectrograms.append((mono(noise), f"noise branch of the reconstruction: {share:.1f} dB of its energy"))
     loud = metrics.loudness(audio[None], model.sample_rate)[0].mean(0)  # [N], channels averaged
     loud_times = torch.arange(loud.numel()) * metrics.LOUDNESS_HOP / metrics.LOUDNESS_SAMPLE_RATE
     pitch = None
@@ -149,7 +158,7 @@ def run_plot(model: AutoEncoder, args) -> None:
         hz, confidence = metrics.f0(audio[None].to(model.device), model.sample_rate, args.crepe)  # [1, N] each
         hz = torch.where(confidence[0] >= VOICED_CONFIDENCE, hz[0], torch.nan).cpu()
         pitch = ((torch.arange(hz.numel()) * metrics.CREPE_HOP / metrics.CREPE_SAMPLE_RATE).numpy(), hz.numpy())
-    fig = figures.analysis_figure(mono(audio), model.sample_rate, latent.numpy(), model.frame_rate, dims,
+    fig = figures.analysis_figure(spectrograms, model.sample_rate, latent.numpy(), model.frame_rate, dims,
                                   (loud_times.numpy(), loud.numpy()), pitch, f"{args.file.name} ({model.source.name})")
     save(fig, args.output / f"plot_{args.file.stem}.png")
 
@@ -192,7 +201,8 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=float, default=1.0, help="prior std multiplier (default 1)")
     sample.add_argument("--count", type=int, default=1, help="number of samples (default 1)")
     sample.set_defaults(run=run_sample)
-    plot = commands.add_parser("plot", parents=[shared], help="spectrogram, latents, loudness (and F0) of a file")
+    plot = commands.add_parser("plot", parents=[shared], help="spectrograms (file, reconstruction, noise branch), "
+                               "latents, loudness (and F0) of a file")
     plot.add_argument("file", type=Path)
     plot.add_argument("--pitch", action="store_true", help="add the CREPE F0 track")
     plot.add_argument("--crepe", choices=("tiny", "full"), default="tiny", help="CREPE model (default tiny)")

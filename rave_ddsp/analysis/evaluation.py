@@ -2,11 +2,17 @@
 
 :func:`evaluate` reconstructs every file with each model, exactly as scripts/reconstruct.py
 does (:class:`rave_ddsp.runtime.codec.Codec`), after resampling it to the model's rate and
-converting its channels, and scores it at that rate with :mod:`rave_ddsp.analysis.metrics`. It
+converting its channels, and scores it at that rate with :mod:`rave_ddsp.analysis.metrics`
+(F0 too unless ``pitch=False`` or torchcrepe is missing, which the report says). It
 returns a JSON-ready report: settings and recipes, the machine, and per model its facts,
 parameter count, realtime factor, per-file scores and their aggregates (mean and 95 %
 Student-t interval, :func:`rave_ddsp.analysis.metrics.mean_and_ci95`). :func:`markdown` renders
 the report as tables, models side by side.
+
+The noise ablation (:func:`noise_ablation`, untimed): each file is reconstructed again with the
+filtered-noise branch off (``noise_level`` 0); the difference from the reconstruction is the
+branch's part, reported as its energy share in dB, with the mel distance without it. A model
+without ``noise_level`` (an official RAVE export) gets None there.
 
 The interpolation test (DDSP paper, Engel et al. 2020, sec. 5.2's latent interpolation):
 file ``i`` is paired with file ``i + N // 2`` (sorted names); their latents are mixed frame
@@ -28,6 +34,7 @@ from tqdm import tqdm
 from rave_ddsp.analysis import metrics
 from rave_ddsp.data.audio import find_audio_files, load_audio
 from rave_ddsp.runtime.codec import BATCH_SECONDS, Codec
+from rave_ddsp.runtime.inference import has_noise_level, noise_level
 from rave_ddsp.files import write_json, write_text
 from rave_ddsp.errors import UnusableFile, UserError
 
@@ -52,9 +59,15 @@ RECIPES = {
                    "f0_e / f0_r)| over frames where the reference's confidence >= 0.85",
     "f0_rmse_cents": "root mean square of the same cents errors",
     "f0_outlier": "fraction of files whose F0 L1 exceeds 1200 cents (files without a confident frame left out)",
+    "noise_share_db": "energy of the filtered-noise branch relative to the whole output, 10 log10(sum n^2 / sum y^2) "
+                      "over channels and samples, n = y - y0 with y the reconstruction and y0 the same with "
+                      "noise_level 0 (the noise table is deterministic and the PQMF synthesis linear, so n is the "
+                      "branch's part); -200 dB for n = 0; higher: more noise; '-' for a model without noise_level",
+    "mel_distance_no_noise": "the mel distance of y0 (reconstruction with the noise branch off) to the input; the "
+                             "ablation row is 100 (mean without noise - mean with) / mean with, in %",
 }
 DIGITS = {"multiscale_stft": 3, "mel_distance": 3, "si_sdr_db": 2, "loudness_l1_db": 2, "f0_l1_cents": 1,
-          "f0_rmse_cents": 1, "f0_outlier": 3}
+          "f0_rmse_cents": 1, "f0_outlier": 3, "noise_share_db": 2, "mel_distance_no_noise": 3}
 LABELS = {
     "multiscale_stft": "multi-scale STFT distance ↓",
     "mel_distance": "mel distance (DAC) ↓",
@@ -63,7 +76,11 @@ LABELS = {
     "f0_l1_cents": "F0 L1 (cents) ↓",
     "f0_rmse_cents": "F0 RMSE (cents) ↓",
     "f0_outlier": "F0 outlier ratio ↓",
+    "noise_share_db": "noise branch energy share (dB)",
+    "mel_distance_no_noise": "mel distance, noise branch off",
 }
+NOISE_KEYS = ("noise_share_db", "mel_distance_no_noise")
+ABLATION_LABEL = "mel distance change, noise off (%)"
 INTERPOLATION_READING = (
     "For each pair (A, B) and weight a, the output of z = (1 - a) z_A + a z_B is compared with A and with B. "
     "At a = 0 it is A's reconstruction: its error against A is the reconstruction error, against B the gap "
@@ -166,7 +183,38 @@ def interpolation_test(codec: Codec, files: Sequence[Tuple[Path, str]], pitch: b
     }
 
 
-def evaluate_model(model, files: Sequence[Tuple[Path, str]], pitch: bool = False, crepe_model: str = "full",
+def noise_ablation(codec: Codec, reference: Tensor, estimate: Tensor) -> Dict[str, Optional[float]]:
+    """The noise branch's energy share in ``estimate`` and the mel distance without it (:data:`NOISE_KEYS`).
+
+    ``reference`` ``[C, T]`` (on the CPU) is reconstructed again with ``noise_level`` 0;
+    ``estimate`` ``[C, T]`` is its reconstruction as the model stands. None for both if the
+    model has no noise_level.
+    """
+    model = codec.model
+    if not has_noise_level(model):
+        return dict.fromkeys(NOISE_KEYS)
+    with noise_level(model, 0.0):
+        (clean,) = codec.reconstruct([reference])  # [C, T]
+    reference, estimate, clean = (x[None].to(model.device) for x in (reference, estimate, clean))  # [1, C, T]
+    return {"noise_share_db": float(metrics.energy_share_db(estimate - clean, estimate)[0]),
+            "mel_distance_no_noise": float(metrics.mel_distance(reference, clean, model.sample_rate)[0])}
+
+
+def relative_change_pct(before: float, after: float) -> float:
+    """``100 (after - before) / before`` (NaN if either is missing or ``before`` is 0)."""
+    return 100 * (after - before) / before if math.isfinite(before) and math.isfinite(after) and before else math.nan
+
+
+def pitch_skipped(pitch: bool) -> Optional[str]:
+    """Why F0 is not scored, for the report (None when it is)."""
+    if not pitch:
+        return "--no-pitch"
+    if importlib.util.find_spec("torchcrepe") is None:
+        return f"torchcrepe not installed ({metrics.PITCH_EXTRA})"
+    return None
+
+
+def evaluate_model(model, files: Sequence[Tuple[Path, str]], pitch: bool = True, crepe_model: str = "full",
                    interpolation: bool = False, batch_seconds: float = BATCH_SECONDS, progress: bool = True) -> dict:
     """One model's part of the report (``model``: an :class:`rave_ddsp.runtime.inference.AutoEncoder` or alike)."""
     codec = Codec(model, batch_seconds)
@@ -180,54 +228,63 @@ def evaluate_model(model, files: Sequence[Tuple[Path, str]], pitch: bool = False
         if not rows:  # warm up on the first file: TorchScript optimises during its first calls
             for _ in range(2):
                 codec.reconstruct([reference[:, : max(MIN_SAMPLES, int(WARMUP_SECONDS * model.sample_rate))]])
-        (estimate,), seconds = timed(codec.reconstruct, [reference])
+        torch.manual_seed(0)  # an official RAVE export samples its latent: the same draws for every run
+        (estimate,), seconds = timed(codec.reconstruct, [reference])  # [C, T]
         scores = metrics.evaluate_pair(reference.to(model.device), estimate.to(model.device), model.sample_rate,
                                        pitch, crepe_model)
         rows.append({"file": name, "seconds": reference.shape[-1] / model.sample_rate,
-                     "reconstruction_seconds": seconds, **scores})
+                     "reconstruction_seconds": seconds, **scores, **noise_ablation(codec, reference, estimate)})
         usable.append((path, name))
     if not rows:
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped)
         raise UserError(f"no usable audio for {model.source}: {reasons}")
     audio_seconds = sum(row["seconds"] for row in rows)
     compute_seconds = sum(row["reconstruction_seconds"] for row in rows)
+    statistics = aggregate(rows, list(LABELS))
     result = {
         "model": str(model.source), "kind": "torchscript" if model.source.suffix == ".ts" else "checkpoint",
         "sample_rate": model.sample_rate, "channels": model.channels, "hop_length": model.hop_length,
         "latent_size": model.latent_size, "parameters": parameter_count(model),
+        "noise_level": float(model.module.get_noise_level()[0]) if has_noise_level(model) else None,
         "realtime_factor": compute_seconds / audio_seconds, "audio_seconds": audio_seconds,
-        "reconstruction_seconds": compute_seconds, "files": rows, "skipped": skipped,
-        "aggregate": aggregate(rows, list(LABELS)),
+        "reconstruction_seconds": compute_seconds, "files": rows, "skipped": skipped, "aggregate": statistics,
+        "mel_distance_no_noise_change_pct": relative_change_pct(statistics["mel_distance"]["mean"],
+                                                                statistics["mel_distance_no_noise"]["mean"]),
     }
     if interpolation:
         result["interpolation"] = interpolation_test(codec, usable, pitch, crepe_model)
     return result
 
 
-def evaluate(models: Sequence, data: Path, pitch: bool = False, crepe_model: str = "full",
+def evaluate(models: Sequence, data: Path, pitch: bool = True, crepe_model: str = "full",
              interpolation: bool = False, max_files: Optional[int] = None, batch_seconds: float = BATCH_SECONDS,
              progress: bool = True) -> dict:
-    """The report for ``models`` (at least one) on the audio files in the folder ``data`` (the first ``max_files``)."""
+    """The report for ``models`` (at least one) on the audio files in the folder ``data`` (the first ``max_files``).
+
+    F0 is scored if ``pitch`` and torchcrepe is installed; otherwise ``settings["f0_not_computed"]`` says why.
+    """
     data = Path(data)
     if not data.is_dir():
         raise UserError(f"--data {data}: no such folder")
     if max_files is not None and max_files < 1:
         raise UserError(f"--max-files {max_files}: expected at least 1")
-    if pitch and importlib.util.find_spec("torchcrepe") is None:
-        raise UserError(f"--pitch needs torchcrepe, which is not installed: {metrics.PITCH_EXTRA}")
+    f0_not_computed = pitch_skipped(pitch)
+    pitch = f0_not_computed is None
     files, _ = find_audio_files([data])
     if not files:
         raise UserError(f"--data {data}: no audio files in this folder")
     files = files[:max_files]
     settings = {
         "data": str(data), "files": len(files), "max_files": max_files, "pitch": pitch,
-        "crepe_model": crepe_model if pitch else None, "f0_confidence_threshold": F0_CONFIDENCE,
+        "f0_not_computed": f0_not_computed, "crepe_model": crepe_model if pitch else None,
+        "f0_confidence_threshold": F0_CONFIDENCE,
         "interpolation": interpolation, "batch_seconds": batch_seconds,
         "sample_rate": "each model's own: files are resampled (torchaudio) and their channels converted to the "
                        "model's, and scored at that rate",
         "aggregate": "mean over files and half-width of the 95 % Student-t interval (NaN below 2 files)",
         "realtime_factor": f"wall time of reconstruction (encode + decode, windowed as scripts/reconstruct.py, "
-                           f"after a warm-up) / audio duration, torch on {TIMING_THREADS} thread(s)",
+                           f"after a warm-up) / audio duration, torch on {TIMING_THREADS} thread(s); the "
+                           f"noise ablation's second reconstruction is not timed",
         "parameters": "parameters of encoder and decoder as run for inference (weight norm folded)",
         "recipes": {key: RECIPES[key] for key in LABELS if pitch or not key.startswith("f0")},
     }
@@ -268,9 +325,13 @@ def markdown(report: dict) -> str:
     lines = [f"# Evaluation on {settings['data']} ({settings['files']} files)", "",
              "Metrics at each model's own sample rate (files resampled to it). Cells: mean ± half-width of the "
              "95 % Student-t interval over the files scored.", ""]
+    if settings["f0_not_computed"]:
+        lines += [f"F0 not computed: {settings['f0_not_computed']}.", ""]
     rows = [[LABELS[key]] + [cell(m["aggregate"][key], DIGITS[key]) for m in models]
             for key in LABELS if key in models[0]["aggregate"]]
-    rows += [["parameters"] + [f"{m['parameters'] / 1e6:.3f} M" for m in models],
+    changes = [m["mel_distance_no_noise_change_pct"] for m in models]
+    rows += [[ABLATION_LABEL] + [f"{c:+.1f}" if c is not None and math.isfinite(c) else "-" for c in changes],
+             ["parameters"] + [f"{m['parameters'] / 1e6:.3f} M" for m in models],
              [f"realtime factor ({TIMING_THREADS} thread) ↓"] + [f"{m['realtime_factor']:.4f}" for m in models],
              ["sample rate"] + [f"{m['sample_rate']} Hz" for m in models],
              ["files scored"] + [str(len(m["files"])) for m in models]]

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from rave_ddsp.data.audio import find_audio_files, load_audio
 from rave_ddsp.errors import UnusableFile, UserError
-from rave_ddsp.runtime.inference import AutoEncoder
+from rave_ddsp.runtime.inference import AutoEncoder, has_noise_level, noise_level
 from rave_ddsp.train.latent import (LatentStatistics, interpolate, latent_size_for_fidelity, ornstein_uhlenbeck,
                               prior_mean, sample_prior)
 
@@ -42,6 +42,19 @@ def encode_file(model: AutoEncoder, path: Path) -> Tuple[Tensor, Tensor]:
 def render(model: AutoEncoder, latent: Tensor, samples: int) -> Tensor:
     """``latent [Z, L] -> audio [C, samples]`` (decoded, cropped to ``samples``)."""
     return model.decode(latent[None])[0, :, :samples]
+
+
+def split_noise(model: AutoEncoder, latent: Tensor, samples: int) -> Tuple[Tensor, Optional[Tensor]]:
+    """``(render(model, latent, samples), its filtered-noise part)``, ``[C, samples]`` each.
+
+    The noise part is the render minus the render with ``noise_level`` 0
+    (:func:`rave_ddsp.runtime.inference.noise_level`); None for a model without noise_level.
+    """
+    audio = render(model, latent, samples)
+    if not has_noise_level(model):
+        return audio, None
+    with noise_level(model, 0.0):
+        return audio, audio - render(model, latent, samples)
 
 
 # ------------------------------------------------------------------------- pca --

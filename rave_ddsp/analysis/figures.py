@@ -113,32 +113,36 @@ def trajectory_figure(latent: np.ndarray, audio: np.ndarray, sample_rate: int, f
     return fig
 
 
-def analysis_figure(audio: np.ndarray, sample_rate: int, latent: np.ndarray, frame_rate: float, dims: int,
-                    loudness: Tuple[np.ndarray, np.ndarray], pitch: Optional[Tuple[np.ndarray, np.ndarray]],
-                    title: str) -> Figure:
-    """Spectrogram, latent trajectories, loudness and (optionally) F0 of one sound, on one time axis.
+def analysis_figure(spectrograms: Sequence[Tuple[np.ndarray, str]], sample_rate: int, latent: np.ndarray,
+                    frame_rate: float, dims: int, loudness: Tuple[np.ndarray, np.ndarray],
+                    pitch: Optional[Tuple[np.ndarray, np.ndarray]], title: str) -> Figure:
+    """Spectrograms, latent trajectories, loudness and (optionally) F0 of one sound, on one time axis.
 
+    ``spectrograms`` are ``(signal [T], panel title)`` pairs, the sound first (e.g. then its
+    reconstruction and the reconstruction's noise branch), drawn on one dB scale.
     ``loudness`` and ``pitch`` are ``(times [N], values [N])`` pairs (dB; Hz, NaN where unvoiced).
     """
-    rows = 4 if pitch is not None else 3
-    ratios = [1.4, 1.2, 0.7] + ([0.9] if pitch is not None else [])
-    fig, axes = plt.subplots(rows, 1, figsize=(11, 2.2 * sum(ratios) + 1), sharex=True, layout="constrained",
+    count = len(spectrograms)
+    ratios = [1.0] * count + [1.2, 0.7] + ([0.9] if pitch is not None else [])
+    fig, axes = plt.subplots(len(ratios), 1, figsize=(11, 2.2 * sum(ratios) + 1), sharex=True, layout="constrained",
                              gridspec_kw={"height_ratios": ratios})
-    image = _spectrogram(axes[0], audio, sample_rate)
-    axes[0].set_ylabel("kHz")
-    axes[0].set_title("spectrogram")
+    top = colour_top(max(float(log_spectrogram(signal).max()) for signal, _ in spectrograms), DYNAMIC_RANGE_DB)
+    for ax, (signal, panel_title) in zip(axes, spectrograms):
+        image = _spectrogram(ax, signal, sample_rate, top)
+        ax.set_ylabel("kHz")
+        ax.set_title(panel_title, loc="left")
     fig.colorbar(image, ax=axes.tolist(), label="dB", shrink=0.3, anchor=(0.0, 1.0))  # all axes keep one width
-    _latent_lines(axes[1], latent, frame_rate, dims)
-    axes[2].plot(*loudness, color="tab:green", lw=1.0)
-    axes[2].set_ylabel("dB")
-    axes[2].set_title("loudness (A-weighted)")
-    axes[2].grid(alpha=0.3)
+    _latent_lines(axes[count], latent, frame_rate, dims)
+    axes[count + 1].plot(*loudness, color="tab:green", lw=1.0)
+    axes[count + 1].set_ylabel("dB")
+    axes[count + 1].set_title("loudness (A-weighted)")
+    axes[count + 1].grid(alpha=0.3)
     if pitch is not None:
-        axes[3].plot(*pitch, ".", color="tab:red", ms=2.5)
-        axes[3].set_ylabel("Hz")
-        axes[3].set_title("F0 (CREPE; confident frames only)")
-        axes[3].grid(alpha=0.3)
+        axes[count + 2].plot(*pitch, ".", color="tab:red", ms=2.5)
+        axes[count + 2].set_ylabel("Hz")
+        axes[count + 2].set_title("F0 (CREPE; confident frames only)")
+        axes[count + 2].grid(alpha=0.3)
     axes[-1].set_xlabel("seconds")
-    axes[-1].set_xlim(0, len(audio) / sample_rate)
+    axes[-1].set_xlim(0, len(spectrograms[0][0]) / sample_rate)
     fig.suptitle(title)
     return fig

@@ -17,6 +17,7 @@ import torchaudio
 from scipy import stats
 from torch import Tensor
 
+from rave_ddsp.dsp.filtered_noise import share_db
 from rave_ddsp.errors import UserError
 from rave_ddsp.train.losses import MultiScaleSTFT
 
@@ -121,6 +122,16 @@ def si_sdr(reference: Tensor, estimate: Tensor) -> Tensor:
     signal = target.pow(2).sum(dim=1)
     noise = (target - e).pow(2).sum(dim=1).clamp(min=signal * 10 ** (-SI_SDR_MAX_DB / 10))
     return (10 * torch.log10(signal / noise)).float()
+
+
+def energy_share_db(part: Tensor, whole: Tensor) -> Tensor:
+    """Energy of ``part`` relative to ``whole`` in dB: ``10 log10(sum part^2 / sum whole^2)``.
+
+    Sums over channels and samples, floored at -200 dB (a part of exactly zero);
+    ``[B, C, T]`` each -> ``[B]``. E.g. the noise branch's share of a model's output.
+    """
+    _check_pair(whole, part)
+    return share_db(part.pow(2).flatten(1).sum(dim=1), whole.pow(2).flatten(1).sum(dim=1)).float()  # [B]
 
 
 def a_weighting(frequencies: Tensor) -> Tensor:

@@ -81,10 +81,9 @@ class Codec:
             shortest = 3 * margin_frames / model.frame_rate
             raise UserError(f"--batch-seconds {batch_seconds:g} is too short for this model: at least "
                             f"{shortest:.2f} s (three margins of {margin_frames} latent frames)")
-        pqmf = getattr(model.module, "pqmf", None)
-        self.noise_per_frame = model.hop_length // (pqmf.n_bands if pqmf is not None else 1)
-        """Noise-table samples per latent frame (the noise runs at the PQMF's band rate)."""
         self.noise = noise_tables(model.module)
+        self.noise_per_frame = model.hop_length // model.module.pqmf.n_bands if self.noise else 0
+        """Noise-table samples per latent frame (the noise runs at the PQMF's band rate)."""
 
     def encode(self, audios: Sequence[Tensor]) -> List[Tensor]:
         """``[C, T]`` each -> latents ``[Z, ceil(T / hop)]`` each (PCA coordinates)."""

@@ -4,11 +4,13 @@ Scripts that encode, decode, reconstruct, explore or evaluate take ``--model RUN
 and use :func:`load` to get an :class:`AutoEncoder`: ``encode(audio [B, C, T]) ->
 latent [B, Z, L]`` (PCA coordinates, deterministic), ``decode(latent) -> audio`` and the
 model's facts (sample rate, channels, hop, latent size, fidelity curve). Audio of any
-length is padded to whole latent frames and cropped back.
+length is padded to whole latent frames and cropped back. :func:`noise_level` switches the
+filtered-noise branch for a block of code (rave_ddsp models only).
 """
 import math
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import torch
 from torch import Tensor
@@ -76,7 +78,9 @@ def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu") -> 
             raise UserError(f"{source}: a streaming export keeps state between calls; "
                             "export without --streaming for offline use")
         in_channels, _, latent_size, hop = module.encode_params.tolist()
-        return AutoEncoder(module, module.get_sample_rate(), in_channels, hop, latent_size, None, source, device)
+        # an official RAVE export (accepted for comparisons) keeps its rate in ``sr``
+        sample_rate = module.get_sample_rate() if hasattr(module, "get_sample_rate") else int(module.sr)
+        return AutoEncoder(module, sample_rate, in_channels, hop, latent_size, None, source, device)
     from rave_ddsp.runtime.export import build, load_model  # imports lightning: only when a checkpoint needs it
 
     model = load_model(source, streaming=False)
@@ -85,3 +89,27 @@ def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu") -> 
     module.to(device)
     return AutoEncoder(module, model.hparams.sample_rate, model.hparams.channels, model.hop_length, latent_size,
                        model.latent_fidelity.clone(), source, device)
+
+
+def has_noise_level(model) -> bool:
+    """Whether ``model.module`` has the export's ``noise_level`` attribute (an official RAVE export has not)."""
+    return hasattr(model.module, "set_noise_level")
+
+
+@contextmanager
+def noise_level(model, level: float) -> Iterator[None]:
+    """Decode with the filtered-noise branch's gain at ``level`` (0: off, 1: as trained) inside the block.
+
+    The previous gain is restored on leaving, also on an error. The noise table is
+    deterministic and the PQMF synthesis linear, so ``decode(z)`` minus ``decode(z)`` at
+    level 0 is the noise branch's part of the output (up to float rounding).
+    """
+    if not has_noise_level(model):
+        raise UserError(f"{model.source}: this model has no noise_level (not a rave_ddsp export)")
+    previous = float(model.module.get_noise_level()[0])
+    if model.module.set_noise_level(level) != 0:
+        raise UserError(f"noise level {level}: expected a finite value >= 0")
+    try:
+        yield
+    finally:
+        model.module.set_noise_level(previous)

@@ -1,6 +1,7 @@
 """scripts/explore.py and rave_ddsp.analysis.explore: every subcommand on a tiny checkpoint and .ts, PCA numbers, errors."""
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -119,6 +120,61 @@ def test_every_subcommand_writes_what_it_says(models, sounds, tmp_path, kind, ca
         assert stored is None and "not stored in a .ts" in printed
     else:
         np.testing.assert_allclose(stored, load_model(model, streaming=False).latent_fidelity.numpy(), atol=1e-6)
+
+
+class WithoutNoiseLevel(torch.nn.Module):
+    """A model's encode/decode without the noise_level attribute, as an official RAVE export has them."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.inner = module
+
+    def encode(self, audio):
+        return self.inner.encode(audio)
+
+    def decode(self, latent):
+        return self.inner.decode(latent)
+
+
+def plot_titles(model_source, sounds, output, monkeypatch):
+    """Run ``explore.py plot`` on the chirp: the left titles of the figure's axes, top to bottom."""
+    titles = []
+
+    def save(fig, path):
+        titles.extend(ax.get_title(loc="left") for ax in fig.axes)
+        saved(fig, path)
+
+    saved = explore.save
+    monkeypatch.setattr(explore, "save", save)
+    assert run_main("plot", "--model", model_source, sounds / "chirp.wav", "--output", output, "--quiet") == 0
+    assert_png(output / "plot_chirp.png")
+    return titles
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "ts"])
+def test_plot_draws_the_noise_branch_with_its_share(models, sounds, tmp_path, kind, monkeypatch):
+    titles = plot_titles(models[kind], sounds, tmp_path, monkeypatch)
+    model = load(models[kind])
+    audio, latent = ex.encode_file(model, sounds / "chirp.wav")
+    output = ex.render(model, latent, audio.shape[-1])  # [C, T]
+    assert model.module.set_noise_level(0.0) == 0
+    noise = output - ex.render(model, latent, audio.shape[-1])  # [C, T]
+    share_db = 10 * math.log10(float(noise.double().pow(2).sum() / output.double().pow(2).sum()))
+    assert titles[:2] == ["input", "reconstruction"]
+    prefix, suffix = "noise branch of the reconstruction: ", " dB of its energy"
+    assert titles[2].startswith(prefix) and titles[2].endswith(suffix), titles[2]
+    assert float(titles[2][len(prefix):-len(suffix)]) == pytest.approx(share_db, abs=0.051)
+    assert -60 < share_db < 0  # the tiny model's noise branch is audible
+
+
+def test_plot_without_noise_level_leaves_the_panel_out(models, sounds, tmp_path, monkeypatch, capsys):
+    model = load(models["ts"])
+    model.module = WithoutNoiseLevel(model.module)
+    monkeypatch.setattr(explore, "load", lambda source, device: model)
+    titles = plot_titles(models["ts"], sounds, tmp_path, monkeypatch)
+    assert titles[:2] == ["input", "reconstruction"] and titles[2].startswith("latents")
+    note = "note: model.ts has no noise_level (not a rave_ddsp export): no noise-branch panel"
+    assert note in capsys.readouterr().out
 
 
 def test_pca_skips_unreadable_files_and_lists_them(models, sounds, tmp_path, capsys):
