@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -46,10 +46,10 @@ def rave_version() -> str:
     return version("acids-rave")
 
 
-def make_run(run: Path, seed: int = 0) -> None:
-    """An untrained RAVE v2 run folder as RAVE's training leaves it: ``config.gin`` and a checkpoint."""
+def parse_rave_config(config: str) -> None:
+    """Parse one of RAVE's own gin configs by name (``"v2"``, ``"v2_small"`` ...) into a clear gin state."""
     import gin
-    import rave  # registers RAVE's config folder as a gin search path
+    import rave  # noqa: F401  registers RAVE's config folder as a gin search path
 
     gin.clear_config()
     # gin also looks includes up as Python packages ("configs/v1.gin" -> package ``configs``), and
@@ -58,9 +58,29 @@ def make_run(run: Path, seed: int = 0) -> None:
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
     importlib.invalidate_caches()
     try:
-        gin.parse_config_file(f"{RAVE_CONFIG}.gin")
+        gin.parse_config_file(f"{config}.gin")
     finally:
         sys.path[:] = saved
+
+
+def export_run(run: Path, output: Path, name: str, streaming: bool, env: Optional[Dict[str, str]] = None) -> Path:
+    """Export a RAVE run folder with RAVE's own ``python -m scripts.export``; returns ``output/name[_streaming].ts``."""
+    command = [sys.executable, "-m", "scripts.export", "--run", str(run.resolve()), "--output", str(output.resolve()),
+               "--name", name] + (["--streaming"] if streaming else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        # cwd = tmp: this repository's own scripts/ folder must not shadow RAVE's ``scripts`` package
+        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"RAVE's export failed: {' '.join(command)}")
+    return output / f"{name}{'_streaming' if streaming else ''}.ts"
+
+
+def make_run(run: Path, seed: int = 0) -> None:
+    """An untrained RAVE v2 run folder as RAVE's training leaves it: ``config.gin`` and a checkpoint."""
+    import rave
+
+    parse_rave_config(RAVE_CONFIG)
     torch.manual_seed(seed)
     model = rave.RAVE()
     ckpt_dir = run / "version_0" / "checkpoints"
@@ -76,15 +96,8 @@ def export_rave(out_dir: Path) -> Dict[str, Path]:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         make_run(run)
-        for streaming in (True, False):
-            command = [sys.executable, "-m", "scripts.export", "--run", str(run), "--output", str(out_dir),
-                       "--name", NAME] + (["--streaming"] if streaming else [])
-            # cwd = tmp: this repository's own scripts/ folder must not shadow RAVE's ``scripts`` package
-            done = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.stderr.write(done.stdout + done.stderr)
-                raise SystemExit(f"RAVE's export failed: {' '.join(command)}")
-    return {"streaming": out_dir / f"{NAME}_streaming.ts", "offline": out_dir / f"{NAME}.ts"}
+        return {"streaming": export_run(run, out_dir, NAME, streaming=True),
+                "offline": export_run(run, out_dir, NAME, streaming=False)}
 
 
 def describe_export(module: torch.nn.Module) -> Dict[str, object]:
