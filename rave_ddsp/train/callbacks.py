@@ -91,8 +91,11 @@ class InterruptCheckpoint(L.Callback):
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt) and trainer.global_step > 0:
             trainer.save_checkpoint(str(self.path))
-            print(f"\ninterrupted at step {trainer.global_step}: saved {self.path}; "
-                  "resume with --ckpt_path last (and the run's config.yaml)")
+            print(interrupted_message(trainer.global_step, self.path))
+
+
+def interrupted_message(step: int, path: Path) -> str:
+    return f"\ninterrupted at step {step}: saved {path}; resume with --ckpt_path last (and the run's config.yaml)"
 
 
 class ReconstructionReport(L.Callback):

@@ -12,6 +12,9 @@ checkpoint leaves nothing behind (a replaced run is put back).
 """
 import os
 import shutil
+import signal
+import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional, Union
@@ -25,7 +28,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
-from rave_ddsp.train.callbacks import InterruptCheckpoint, MediaLogger, ReconstructionReport
+from rave_ddsp.train.callbacks import InterruptCheckpoint, MediaLogger, ReconstructionReport, interrupted_message
 from rave_ddsp.train.checkpoint import check_fits, read_checkpoint
 from rave_ddsp.data.module import AudioDataModule
 from rave_ddsp.errors import UserError
@@ -127,8 +130,37 @@ class TrainingCLI(LightningCLI):
             check_fits(read_checkpoint(ckpt_path), self.model, ckpt_path)
         # config.yaml is the run's own: resuming with it, or starting from it, must not replay these
         self.config.ckpt_path, overwrite, self.config.overwrite = None, self.config.overwrite, False
-        with run_folder(self.run_dir, replace=overwrite and ckpt_path is None):
+        with run_folder(self.run_dir, replace=overwrite and ckpt_path is None), \
+                stop_on_first_sigint(self.trainer) as interrupted:
             self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        if interrupted.is_set():
+            print(interrupted_message(self.trainer.global_step, self.run_dir / "checkpoints" / "last.ckpt"))
+            raise SystemExit(1)
+
+
+@contextmanager
+def stop_on_first_sigint(trainer) -> Iterator[threading.Event]:
+    """Inside the block, Ctrl-C asks training to stop after the current step (Lightning's
+    ``should_stop``; ``last.ckpt`` is then saved at that step) and sets the yielded event; a
+    second Ctrl-C interrupts at once. A KeyboardInterrupt raised at an arbitrary point (e.g.
+    inside the TensorBoard writer's lock) could leave the shutdown hanging. Main thread only."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def handler(signum, frame) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        trainer.should_stop = True
+        print("\nCtrl-C: stopping after this step (press it again to stop at once)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_exists(run_dir: Path) -> bool:
