@@ -32,6 +32,8 @@ class VariationalEncoder(nn.Module):
         kernel_size, dilations: of the residual units.
         activation_name: see :func:`rave_ddsp.nn.layers.activation`.
         input_mu: mu of the input companding (0: none).
+        variational: False for a deterministic encoder (the discrete bottleneck's): the head gives
+            ``Z`` channels, the mean, and the scale returned is a constant 1 (unused).
         causal, streaming, cumulative_delay: see :mod:`rave_ddsp.nn.layers` (the delay the
             band signals already carry, e.g. the streaming PQMF's, in band samples).
         max_centred_period: see :func:`rave_ddsp.nn.layers.padding_is_causal`.
@@ -47,6 +49,7 @@ class VariationalEncoder(nn.Module):
         dilations: Sequence[int] = (1, 3, 9),
         activation_name: str = "leaky_relu",
         input_mu: float = 255.0,
+        variational: bool = True,
         *,
         causal: bool = False,
         max_centred_period: Optional[int] = None,
@@ -73,7 +76,8 @@ class VariationalEncoder(nn.Module):
                           **kw(period))
             layers += [stack, activation(activation_name, channels[i]), down]
             delay = down.cumulative_delay
-        head = conv1d(channels[-1], 2 * latent_size, 3, cumulative_delay=delay, **kw(math.prod(ratios)))
+        self.variational = variational
+        head = conv1d(channels[-1], (2 if variational else 1) * latent_size, 3, cumulative_delay=delay, **kw(math.prod(ratios)))
         layers += [activation(activation_name, channels[-1]), head]
         self.net = nn.Sequential(*layers)
         self.latent_size = latent_size
@@ -84,7 +88,10 @@ class VariationalEncoder(nn.Module):
     def forward(self, bands: Tensor) -> Tuple[Tensor, Tensor]:
         if self.input_mu > 0:
             bands = torch.sign(bands) * torch.log1p(self.input_mu * bands.abs()) / math.log1p(self.input_mu)
-        mean, raw_scale = self.net(bands).chunk(2, dim=1)  # [B, Z, L] each
+        out = self.net(bands)
+        if not self.variational:
+            return out, torch.ones_like(out)
+        mean, raw_scale = out.chunk(2, dim=1)  # [B, Z, L] each
         return mean, nn.functional.softplus(raw_scale) + self.scale_floor
 
 

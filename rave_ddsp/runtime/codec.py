@@ -94,17 +94,32 @@ class Codec:
         """``[Z, L]`` each -> audio ``[C, L * hop]`` each."""
         return self._windowed(list(latents), 1, self._decode_from, aligned=True)
 
+    def encode_codes(self, audios: Sequence[Tensor]) -> List[Tensor]:
+        """``[C, T]`` each -> integer codes ``[N, ceil(T / hop)]`` each (discrete models)."""
+        padded = [self.model.pad(audio[None])[0] for audio in audios]
+        return self._windowed(padded, self.model.hop_length, lambda x, start: self.model.encode_codes(x),
+                              aligned=False)
+
+    def decode_codes(self, codes: Sequence[Tensor]) -> List[Tensor]:
+        """Integer codes ``[n, L]`` each (first ``n`` codebooks) -> audio ``[C, L * hop]`` each."""
+        return self._windowed(list(codes), 1, lambda x, start: self._from(start, self.model.decode_codes, x),
+                              aligned=True)
+
     def reconstruct(self, audios: Sequence[Tensor]) -> List[Tensor]:
         """``[C, T]`` each -> ``[C, T]`` each: decode(encode(audio)), cropped to the input length."""
         return [out[:, : audio.shape[-1]] for audio, out in zip(audios, self.decode(self.encode(audios)))]
 
     def _decode_from(self, latent: Tensor, start: int) -> Tensor:
         """``[B, Z, L] -> [B, C, L * hop]``, the noise table read from latent frame ``start`` on."""
+        return self._from(start, self.model.decode, latent)
+
+    def _from(self, start: int, decode: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        """``decode(x)`` with the noise table read from latent frame ``start`` on."""
         saved = [source.position.clone() for source in self.noise]
         for source in self.noise:
             source.position.fill_(start * self.noise_per_frame)
         try:
-            return self.model.decode(latent)
+            return decode(x)
         finally:
             for source, position in zip(self.noise, saved):
                 source.position.copy_(position)

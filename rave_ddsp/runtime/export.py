@@ -109,12 +109,16 @@ class ExportedModel(nn.Module):
         audio = audio.reshape(batch * self.fold, self.model_channels, audio.shape[-1])  # [B*fold, C_model, T]
         bands = self.pqmf(audio)  # [B, C*M, T/M]
         mean, scale = self.encoder(bands)  # [B, Z, L] each
-        z = mean
-        if self.temperature > 0:
-            z = mean + self.temperature * scale * torch.randn_like(scale)
+        z = self.bottleneck(mean, scale)
         centred = z - self.latent_mean[:, None]  # [B, Z, L]
         latent = torch.matmul(self.latent_pca[: self.latent_size], centred)  # [B*fold, Z', L]
         return latent.reshape(batch, self.fold * self.latent_size, latent.shape[-1])  # [B, fold*Z', L]
+
+    def bottleneck(self, mean: Tensor, scale: Tensor) -> Tensor:
+        """The latent of the posterior ``(mean, scale)``: the mean, or a sample at ``temperature``."""
+        if self.temperature > 0:
+            return mean + self.temperature * scale * torch.randn_like(scale)
+        return mean
 
     @torch.jit.export
     def decode(self, latent: Tensor) -> Tensor:
@@ -123,6 +127,10 @@ class ExportedModel(nn.Module):
         latent = latent.reshape(batch * self.fold, self.latent_size, latent.shape[-1])  # [B*fold, Z', L]
         latent = latent * self.latent_scale[:, None] + self.latent_bias[:, None]  # [B*fold, Z', L]
         z = torch.matmul(self.latent_pca[: self.latent_size].T, latent) + self.latent_mean[:, None]  # [B, Z, L]
+        return self.synthesize(z, batch)
+
+    def synthesize(self, z: Tensor, batch: int) -> Tensor:
+        """Decoder and PQMF synthesis: ``z [B*fold, Z, L] -> [B, C, L * hop]``."""
         waveform, noise = self.decoder(z)  # [B*fold, C_model*M, T/M] each
         audio = self.pqmf.inverse(waveform + self.noise_level * noise)  # [B*fold, C_model, T]
         return audio.reshape(batch, self.channels, audio.shape[-1])
@@ -208,6 +216,81 @@ class ExportedModel(nn.Module):
         return self.scale_dimension, float(self.latent_scale[self.scale_dimension])
 
 
+class DiscreteExportedModel(ExportedModel):
+    """The export of a discrete (``bottleneck: rvq``) model: :class:`ExportedModel` whose ``encode``
+    returns the *quantized* latent (so every patch written for continuous latents works), plus
+
+    * ``encode_codes [B, C, T] -> [B, N, T / hop]``: the code of each codebook per latent frame,
+      integers held in floats (nn~ passes signals as floats); all ``N`` codebooks, since the
+      first ``k`` codes of a residual chain do not depend on the others;
+    * ``decode_codes [B, N, L] -> [B, C, L * hop]``: codes rounded to the nearest integer and
+      clamped to the codebook (a live signal is never refused in the audio thread; the scripts
+      refuse bad codes with a message). Only the first ``codebooks`` are used.
+
+    Attribute ``codebooks`` (int, 1..N): how many codebooks ``encode``, ``forward`` and
+    ``decode_codes`` use: the bitrate, ``codebooks * log2(codebook_size) * frame rate``.
+    ``temperature`` has no meaning without a posterior and is not listed.
+    """
+
+    def __init__(self, model: RAVE, latent_size: int, channels: Optional[int] = None):
+        super().__init__(model, latent_size, channels)
+        self.quantizer = model.quantizer
+        self.n_codebooks: int = model.quantizer.n_codebooks
+        self.codebook_size: int = model.quantizer.codebook_size
+        self.codebooks: int = self.n_codebooks
+        c, n, hop = self.channels, self.n_codebooks * self.fold, model.hop_length
+        self.register_buffer("encode_codes_params", torch.tensor([c, 1, n, hop]))
+        self.register_buffer("decode_codes_params", torch.tensor([n, hop, c, 1]))
+        code_labels = [f"(signal) codebook {i}" for i in range(self.n_codebooks)]
+        if self.fold > 1:
+            code_labels = [f"(signal) channel {k} codebook {i}" for k in range(c) for i in range(self.n_codebooks)]
+        self.encode_codes_input_labels: List[str] = self.encode_input_labels
+        self.encode_codes_output_labels: List[str] = code_labels
+        self.decode_codes_input_labels: List[str] = code_labels
+        self.decode_codes_output_labels: List[str] = self.decode_output_labels
+        self.register_buffer("codebooks_params", torch.tensor([INT_TYPE]))
+
+    def bottleneck(self, mean: Tensor, scale: Tensor) -> Tensor:
+        return self.quantizer(mean, self.codebooks)[0]
+
+    @torch.jit.export
+    def encode_codes(self, audio: Tensor) -> Tensor:
+        """``[B, C, T] -> [B, N, T / hop]`` codes (``[B, C*N, L]`` when folding), as floats."""
+        batch = audio.shape[0]
+        audio = audio.reshape(batch * self.fold, self.model_channels, audio.shape[-1])
+        mean, _ = self.encoder(self.pqmf(audio))
+        codes = self.quantizer(mean)[1]  # [B*fold, N, L]
+        return codes.to(audio.dtype).reshape(batch, self.fold * self.n_codebooks, codes.shape[-1])
+
+    @torch.jit.export
+    def decode_codes(self, codes: Tensor) -> Tensor:
+        """``[B, N, L] -> [B, C, L * hop]`` from the first ``codebooks`` codes."""
+        batch = codes.shape[0]
+        codes = codes.reshape(batch * self.fold, self.n_codebooks, codes.shape[-1])
+        codes = torch.round(codes).clamp(0, self.codebook_size - 1).long()
+        return self.synthesize(self.quantizer.decode(codes[:, : self.codebooks]), batch)
+
+    @torch.jit.export
+    def get_methods(self) -> List[str]:
+        return ["encode", "decode", "forward", "encode_codes", "decode_codes"]
+
+    @torch.jit.export
+    def get_attributes(self) -> List[str]:
+        return ["noise_level", "latent_bias", "latent_scale", "codebooks"]
+
+    @torch.jit.export
+    def set_codebooks(self, value: int) -> int:
+        """Codebooks used (1..N): fewer is a lower bitrate."""
+        if value < 1 or value > self.n_codebooks:
+            return -1
+        self.codebooks = value
+        return 0
+
+    @torch.jit.export
+    def get_codebooks(self) -> List[int]:
+        return [self.codebooks]
+
+
 # ------------------------------------------------------------------------ building --
 @dataclass
 class ExportSummary:
@@ -226,6 +309,11 @@ class ExportSummary:
     size_bytes: int
     methods: Dict[str, List[int]]
     """``<method>_params``: in channels, in ratio, out channels, out ratio."""
+    attributes: List[str]
+    n_codebooks: int = 0
+    """Codebooks of a discrete model (0: continuous latent)."""
+    bitrate: float = 0.0
+    """Bits per second of the codes with every codebook (discrete models)."""
 
     def describe(self, host_buffer: Optional[int] = None) -> str:
         """What was written; with ``host_buffer`` (samples), also the delay a player hears in a host
@@ -242,7 +330,10 @@ class ExportSummary:
             *([] if host_buffer is None else [
                 f"  with a host buffer of {host_buffer} samples: {self.delay + host_buffer} samples "
                 f"({1000.0 * (self.delay + host_buffer) / self.sample_rate:.1f} ms) from input to output"]),
-            "  attributes: temperature, noise_level, latent_bias, latent_scale",
+            *([] if not self.n_codebooks else [
+                f"  discrete codes (encode_codes, decode_codes): {self.n_codebooks} codebooks, "
+                f"{self.bitrate / 1000:.2f} kbps with all ({self.bitrate / self.n_codebooks / 1000:.2f} kbps each)"]),
+            f"  attributes: {', '.join(self.attributes)}",
         ])
 
 
@@ -306,7 +397,8 @@ def build(model: RAVE, latent_size: int, channels: Optional[int] = None, script:
     A mono model exported with ``channels > 1`` codes each channel independently; its
     streaming state then holds ``MAX_VOICES * channels`` rows, so mc.nn~ keeps its 64 voices.
     """
-    wrapper = ExportedModel(remove_weight_norm(model), latent_size, channels).eval()
+    kind = DiscreteExportedModel if model.quantizer is not None else ExportedModel
+    wrapper = kind(remove_weight_norm(model), latent_size, channels).eval()
     rows = MAX_VOICES * wrapper.fold
     noise = wrapper.decoder.noise
     if noise.streaming:
@@ -363,4 +455,6 @@ def export(source: Path, output: Path, streaming: bool = False, latent_size: Opt
         hop_length=model.hop_length, latent_size=size, full_latent_size=model.hparams.latent_size,
         fidelity=float(model.latent_fidelity[size - 1]), delay=model.forward_delay if streaming else 0,
         size_bytes=output.stat().st_size,
-        methods={name: getattr(scripted, f"{name}_params").tolist() for name in scripted.get_methods()})
+        methods={name: getattr(scripted, f"{name}_params").tolist() for name in scripted.get_methods()},
+        attributes=list(scripted.get_attributes()),
+        n_codebooks=model.quantizer.n_codebooks if model.quantizer is not None else 0, bitrate=model.bitrate)

@@ -4,9 +4,11 @@ Scripts that encode, decode, reconstruct, explore or evaluate take ``--model RUN
 and use :func:`load` to get an :class:`AutoEncoder`: ``encode(audio [B, C, T]) ->
 latent [B, Z, L]`` (PCA coordinates, deterministic), ``decode(latent) -> audio`` and the
 model's facts (sample rate, channels, hop, latent size, fidelity curve). Audio of any
-length is padded to whole latent frames and cropped back. :func:`noise_level` switches the
+length is padded to whole latent frames and cropped back. A discrete model (``bottleneck:
+rvq``) also has ``encode_codes``/``decode_codes`` and its codebooks' facts. :func:`noise_level` switches the
 filtered-noise branch for a block of code (rave_ddsp models only).
 """
+import hashlib
 import math
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +34,17 @@ class AutoEncoder:
         """``[Z]`` explained variance of the first k PCA dimensions (checkpoints only; None for .ts)."""
         self.source = source
         self.device = device
+        discrete = hasattr(module, "encode_codes")
+        self.n_codebooks: int = int(module.n_codebooks) if discrete else 0
+        """Codebooks of a discrete model; 0 for a continuous latent."""
+        self.codebook_size: int = int(module.codebook_size) if discrete else 0
+        self.fingerprint: str = codebook_fingerprint(module.quantizer) if discrete else ""
+        """Identifies the codebooks: codes decode to the same audio only with the same fingerprint."""
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second of the codes with every codebook (0 for a continuous model)."""
+        return self.n_codebooks * math.log2(max(self.codebook_size, 1)) * self.frame_rate
 
     @property
     def frame_rate(self) -> float:
@@ -55,6 +68,36 @@ class AutoEncoder:
             raise UserError(f"{self.source}: the model decodes {self.latent_size} latent dimensions, "
                             f"got {latent.shape[1]}")
         return self.module.decode(latent.to(self.device, torch.float32)).cpu()
+
+    @torch.no_grad()
+    def encode_codes(self, audio: Tensor) -> Tensor:
+        """``[B, C, T] -> [B, N, ceil(T / hop)]`` int64 codes (discrete models)."""
+        self.require_codes()
+        return self.module.encode_codes(self.pad(audio).to(self.device)).round().long().cpu()
+
+    @torch.no_grad()
+    def decode_codes(self, codes: Tensor) -> Tensor:
+        """``[B, n, L]`` integer codes of the first ``n <= N`` codebooks -> ``[B, C, L * hop]``."""
+        self.require_codes()
+        n = codes.shape[1]
+        if not 1 <= n <= self.n_codebooks:
+            raise UserError(f"{self.source}: the model has {self.n_codebooks} codebooks, got codes of {n}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise UserError(f"{self.source}: codes must be in 0..{self.codebook_size - 1}, got "
+                            f"{int(codes.min())}..{int(codes.max())}")
+        full = torch.zeros(codes.shape[0], self.n_codebooks, codes.shape[-1])
+        full[:, :n] = codes.float()
+        previous = int(self.module.get_codebooks()[0])
+        self.module.set_codebooks(n)
+        try:
+            return self.module.decode_codes(full.to(self.device)).cpu()
+        finally:
+            self.module.set_codebooks(previous)
+
+    def require_codes(self) -> None:
+        if not self.n_codebooks:
+            raise UserError(f"{self.source}: a continuous model (bottleneck vae) has no codes; "
+                            "codes need a discrete model (configs/discrete.yaml)")
 
     @torch.no_grad()
     def reconstruct(self, audio: Tensor) -> Tensor:
@@ -89,6 +132,16 @@ def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu") -> 
     module.to(device)
     return AutoEncoder(module, model.hparams.sample_rate, model.hparams.channels, model.hop_length, latent_size,
                        model.latent_fidelity.clone(), source, device)
+
+
+def codebook_fingerprint(quantizer) -> str:
+    """16 hex digits of SHA-256 over a quantizer's parameters (eager or TorchScript): what its codes mean."""
+    digest = hashlib.sha256()
+    for name, value in sorted(quantizer.state_dict().items()):
+        if name != "idle_steps":
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def has_noise_level(model) -> bool:

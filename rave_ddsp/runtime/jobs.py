@@ -8,10 +8,14 @@ together (:class:`rave_ddsp.runtime.codec.Codec`) about ``batch_seconds`` of aud
 
 A latent file ``x.npy`` holds float32 ``[Z, L]`` PCA coordinates; its sidecar ``x.json``
 (:func:`latent_info`) records the model, its rates and the audio's original length, which
-decoding uses to crop its output.
+decoding uses to crop its output. A code file (a discrete model's, ``encode --codes``) holds
+integers ``[n, L]``, the codes of the first ``n`` codebooks, in the smallest unsigned type that
+holds the codebook (uint16 for 1024 entries); its sidecar adds the bitrate and the codebooks'
+fingerprint, which decoding checks.
 """
 import argparse
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -164,9 +168,39 @@ def latent_info(model: AutoEncoder, latent: Tensor, info: dict) -> dict:
     }
 
 
+def code_info(model: AutoEncoder, codes: Tensor, info: dict) -> dict:
+    """The sidecar of codes ``[n, L]`` encoded from ``info``'s audio."""
+    bits = math.log2(model.codebook_size)
+    return {
+        "source": info["source"], "model": str(model.source),
+        "codes": f"codes of the first {codes.shape[0]} codebooks (rows), one per latent frame (columns)",
+        "codebooks": int(codes.shape[0]), "model_codebooks": model.n_codebooks,
+        "codebook_size": model.codebook_size, "fingerprint": model.fingerprint,
+        "bitrate_bps": codes.shape[0] * bits * model.frame_rate, "frames": int(codes.shape[-1]),
+        "sample_rate": model.sample_rate, "hop_length": model.hop_length, "frame_rate": model.frame_rate,
+        "channels": model.channels, "length": info["length"], "source_sample_rate": info["source_sample_rate"],
+    }
+
+
+def check_codebooks(model: AutoEncoder, codebooks: Optional[int]) -> int:
+    """``--codebooks``: the number asked for (default all), checked against the model."""
+    model.require_codes()
+    if codebooks is None:
+        return model.n_codebooks
+    if not 1 <= codebooks <= model.n_codebooks:
+        raise UserError(f"--codebooks {codebooks}: the model has {model.n_codebooks} codebooks (1..{model.n_codebooks})")
+    return codebooks
+
+
 def encode_files(inputs: Sequence[PathLike], model: AutoEncoder, output: PathLike,
-                 batch_seconds: float = BATCH_SECONDS, progress: bool = True) -> FileRun:
-    """Audio files -> ``output/<name>.npy`` latents ``[Z, L]`` float32 and ``<name>.json`` sidecars."""
+                 batch_seconds: float = BATCH_SECONDS, progress: bool = True, codes: bool = False,
+                 codebooks: Optional[int] = None) -> FileRun:
+    """Audio files -> ``output/<name>.npy`` latents ``[Z, L]`` float32 and ``<name>.json`` sidecars;
+    with ``codes`` (discrete models), integer codes ``[codebooks, L]`` instead."""
+    if codes:
+        codebooks = check_codebooks(model, codebooks)
+    elif codebooks is not None:
+        raise UserError("--codebooks needs --codes (a continuous latent has no codebooks)")
     codec, output = Codec(model, batch_seconds), Path(output)
     files, skipped = find_audio_files(inputs)
     run = FileRun("encode", output, skipped=skipped)
@@ -177,11 +211,18 @@ def encode_files(inputs: Sequence[PathLike], model: AutoEncoder, output: PathLik
         return audio, {**info, "length": audio.shape[-1]}
 
     def write(target: Path, latent: Tensor, info: dict) -> None:
-        write_json(target.with_suffix(".json"), latent_info(model, latent, info))  # first: no .npy without it
+        if codes:
+            latent = latent[:codebooks]
+            array = latent.numpy().astype(np.min_scalar_type(model.codebook_size - 1))
+            sidecar = code_info(model, latent, info)
+        else:
+            array, sidecar = latent.numpy().astype(np.float32), latent_info(model, latent, info)
+        write_json(target.with_suffix(".json"), sidecar)  # first: no .npy without it
         with atomic_path(target) as temporary, open(temporary, "wb") as handle:
-            np.save(handle, latent.numpy().astype(np.float32))
+            np.save(handle, array)
 
-    return run_files(planned, load, codec.encode, write, codec.window * model.hop_length, run, progress)
+    process = codec.encode_codes if codes else codec.encode
+    return run_files(planned, load, process, write, codec.window * model.hop_length, run, progress)
 
 
 def find_latent_files(inputs: Sequence[PathLike]) -> List[Tuple[Path, str]]:
@@ -197,8 +238,10 @@ def find_latent_files(inputs: Sequence[PathLike]) -> List[Tuple[Path, str]]:
     return files
 
 
-def check_latent(path: Path, latent_size: int) -> Optional[str]:
-    """Why ``path`` cannot be decoded (None if it can); a wrong latent size raises :class:`UserError`."""
+def check_latent(path: Path, model: AutoEncoder) -> Optional[str]:
+    """Why ``path`` cannot be decoded (None if it can). Latents of a wrong size, and codes of
+    another model (or given to a continuous one), raise :class:`UserError`."""
+    latent_size = model.latent_size
     try:
         with open(path, "rb") as handle:
             magic = handle.read(len(NPY_MAGIC))
@@ -210,25 +253,54 @@ def check_latent(path: Path, latent_size: int) -> Optional[str]:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
         return f"a damaged .npy array file ({error})"
+    if array.ndim == 2 and array.shape[1] and np.issubdtype(array.dtype, np.integer):
+        return check_codes(path, array, model)
     if array.ndim != 2 or array.shape[1] == 0 or not np.issubdtype(array.dtype, np.floating):
-        return f"expected a float array [Z, L], got {array.dtype} {list(array.shape)}"
+        return f"expected a float array [Z, L] (or integer codes [n, L]), got {array.dtype} {list(array.shape)}"
     if array.shape[0] != latent_size:
         raise UserError(f"{path}: latent size {array.shape[0]}, but the model decodes {latent_size} "
                         "latent dimensions (encoded with another model?)")
     return None
 
 
-def decode_files(inputs: Sequence[PathLike], model: AutoEncoder, output: PathLike, audio_format: str = "wav",
-                 batch_seconds: float = BATCH_SECONDS, progress: bool = True) -> FileRun:
-    """``.npy`` latents ``[Z, L]`` -> audio at the model's rate, cropped to the length in a sidecar.
+def check_codes(path: Path, array: np.ndarray, model: AutoEncoder) -> Optional[str]:
+    """Why integer codes ``[n, L]`` cannot be decoded by ``model`` (see :func:`check_latent`)."""
+    if not model.n_codebooks:
+        raise UserError(f"{path}: integer codes, but {model.source} is a continuous model (bottleneck vae); "
+                        "decode codes with the discrete model that wrote them")
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            fingerprint = json.loads(sidecar.read_text()).get("fingerprint")
+        except ValueError as error:
+            return f"its sidecar {sidecar.name} is not a code description ({error})"
+        if fingerprint and fingerprint != model.fingerprint:
+            raise UserError(f"{path}: encoded by another model (codebook fingerprint {fingerprint}; "
+                            f"{model.source} has {model.fingerprint}): its codes would decode to something else")
+    if array.shape[0] > model.n_codebooks:
+        raise UserError(f"{path}: codes of {array.shape[0]} codebooks, but {model.source} has {model.n_codebooks}")
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= model.codebook_size:
+        return f"codes {low}..{high} outside the codebooks' 0..{model.codebook_size - 1} (damaged, or another model's)"
+    return None
 
-    Every latent is checked first: a wrong latent size stops the job before anything is written.
+
+def decode_files(inputs: Sequence[PathLike], model: AutoEncoder, output: PathLike, audio_format: str = "wav",
+                 batch_seconds: float = BATCH_SECONDS, progress: bool = True,
+                 codebooks: Optional[int] = None) -> FileRun:
+    """``.npy`` latents ``[Z, L]`` or integer codes ``[n, L]`` -> audio at the model's rate, cropped
+    to the length in a sidecar. Codes decode with their first ``codebooks`` rows (default: all).
+
+    Every file is checked first: a wrong latent size, or codes of another model, stop the job
+    before anything is written.
     """
+    if codebooks is not None:
+        check_codebooks(model, codebooks)
     codec, output = Codec(model, batch_seconds), Path(output)
     run = FileRun("decode", output)
     usable = []
     for path, name in find_latent_files(inputs):
-        reason = check_latent(path, model.latent_size)
+        reason = check_latent(path, model)
         if reason:
             run.skipped.append((name, reason))
         else:
@@ -236,14 +308,24 @@ def decode_files(inputs: Sequence[PathLike], model: AutoEncoder, output: PathLik
     planned = plan_outputs(usable, output, f".{audio_format}", run.skipped)
 
     def load(path: Path) -> Tuple[Tensor, dict]:
-        latent = torch.from_numpy(np.load(path).astype(np.float32))  # [Z, L]
+        array = np.load(path)
+        if np.issubdtype(array.dtype, np.integer):
+            if codebooks is not None and codebooks > array.shape[0]:
+                raise UnusableFile(path, f"holds the codes of {array.shape[0]} codebooks, fewer than --codebooks "
+                                         f"{codebooks}")
+            return torch.from_numpy(array[:codebooks].astype(np.int64)), {"length": crop(path, array.shape[-1])}
+        latent = torch.from_numpy(array.astype(np.float32))  # [Z, L]
         if not torch.isfinite(latent).all():
             raise UnusableFile(path, "contains NaN or infinite values")
         peak = latent.abs().max().item()
         if peak > LATENT_LIMIT:
             raise UnusableFile(path, f"latent values up to {peak:.3g}, beyond the decodable range of "
                                      f"+-{LATENT_LIMIT:g} (encoded latents are about unit scale)")
-        length = latent.shape[-1] * model.hop_length
+        return latent, {"length": crop(path, latent.shape[-1])}
+
+    def crop(path: Path, frames: int) -> int:
+        """The audio length to keep: the original's, from the sidecar, if there is one."""
+        length = frames * model.hop_length
         sidecar = path.with_suffix(".json")
         if sidecar.is_file():
             try:
@@ -251,12 +333,24 @@ def decode_files(inputs: Sequence[PathLike], model: AutoEncoder, output: PathLik
                 length = min(length, round(info["length"] * model.sample_rate / info["sample_rate"]))
             except (ValueError, KeyError, TypeError) as error:
                 raise UnusableFile(path, f"its sidecar {sidecar.name} is not a latent description ({error!r})")
-        return latent, {"length": length}
+        return length
 
     def write(target: Path, audio: Tensor, info: dict) -> None:
         write_audio(target, audio[:, : info["length"]], model.sample_rate, audio_format)
 
-    return run_files(planned, load, codec.decode, write, codec.window, run, progress)
+    def process(items: List[Tensor]) -> List[Tensor]:
+        # latents, and codes of each number of codebooks, decode apart; outputs in input order
+        outputs: List[Optional[Tensor]] = [None] * len(items)
+        groups: Dict[Tuple[bool, int], List[int]] = {}
+        for i, x in enumerate(items):
+            groups.setdefault((x.is_floating_point(), 0 if x.is_floating_point() else x.shape[0]), []).append(i)
+        for (is_latent, _), chosen in groups.items():
+            function = codec.decode if is_latent else codec.decode_codes
+            for i, y in zip(chosen, function([items[i] for i in chosen])):
+                outputs[i] = y
+        return outputs
+
+    return run_files(planned, load, process, write, codec.window, run, progress)
 
 
 def reconstruct_files(inputs: Sequence[PathLike], model: AutoEncoder, output: PathLike, audio_format: str = "wav",

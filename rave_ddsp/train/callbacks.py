@@ -9,6 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from rave_ddsp.plots import plt, spectrogram_panels
 from rave_ddsp.dsp.filtered_noise import share_db
+from rave_ddsp.nn.quantizer import usage_statistics
 from rave_ddsp.train.model import noise_shares_db
 
 
@@ -40,10 +41,17 @@ class MediaLogger(L.Callback):
                                                          f"noise branch ({share:.1f} dB of the output)"], sample_rate)
             writer.add_figure(f"spectrogram/{i}", figure, step)
         writer.add_figure("noise/share_per_band", self.share_figure(module), step)
-        kl = (module.validation_kl / max(1.0, float(module.latent_statistics.count))).numpy()  # per frame
         figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
-        left.bar(np.arange(len(kl)), np.sort(kl)[::-1])
-        left.set(title="KL per latent dimension (sorted)", xlabel="dimension", ylabel="nats")
+        if module.discrete:
+            perplexity, used = usage_statistics(module.validation_codes)
+            left.bar(np.arange(len(perplexity)), perplexity.numpy() / module.hparams.codebook_size, label="perplexity / size")
+            left.plot(np.arange(len(used)), used.numpy(), "k.", label="entries used")
+            left.set(title="codebook usage (validation)", xlabel="codebook", ylim=(0, 1.01))
+            left.legend()
+        else:
+            kl = (module.validation_kl / max(1.0, float(module.latent_statistics.count))).numpy()  # per frame
+            left.bar(np.arange(len(kl)), np.sort(kl)[::-1])
+            left.set(title="KL per latent dimension (sorted)", xlabel="dimension", ylabel="nats")
         fidelity = module.latent_fidelity.cpu().numpy()
         right.plot(np.arange(1, len(fidelity) + 1), fidelity)
         right.set(title="fidelity (explained variance)", xlabel="PCA dimensions kept", ylim=(0, 1.01))

@@ -10,6 +10,7 @@ TensorBoard logs. Resume a run with its own configuration: ``--config runs/RUN/c
 (``--ckpt_path``) or replaces it (``--overwrite``). A run that fails before its first
 checkpoint leaves nothing behind (a replaced run is put back).
 """
+import math
 import os
 import shutil
 import signal
@@ -130,6 +131,12 @@ class TrainingCLI(LightningCLI):
             check_fits(read_checkpoint(ckpt_path), self.model, ckpt_path)
         # config.yaml is the run's own: resuming with it, or starting from it, must not replay these
         self.config.ckpt_path, overwrite, self.config.overwrite = None, self.config.overwrite, False
+        if self.model.discrete:
+            q = self.model.quantizer
+            print(f"discrete codes: {q.n_codebooks} codebooks x {math.log2(q.codebook_size):g} bits at "
+                  f"{self.model.hparams.sample_rate / self.model.hop_length:.2f} frames/s = "
+                  f"{self.model.bitrate / 1000:.2f} kbps ({self.model.bitrate / q.n_codebooks / 1000:.2f} kbps per codebook)",
+                  flush=True)
         with run_folder(self.run_dir, replace=overwrite and ckpt_path is None), \
                 stop_on_first_sigint(self.trainer) as interrupted:
             self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)

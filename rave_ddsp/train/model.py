@@ -31,6 +31,7 @@ from rave_ddsp.train import losses
 from rave_ddsp.nn.decoder import Decoder
 from rave_ddsp.nn.discriminator import CombinedDiscriminator
 from rave_ddsp.nn.encoder import VariationalEncoder, kl_divergence, reparametrize
+from rave_ddsp.nn.quantizer import ResidualVectorQuantizer, usage_statistics
 from rave_ddsp.errors import UserError
 from rave_ddsp.train.latent import LatentStatistics, latent_size_for_fidelity
 from rave_ddsp.dsp import filtered_noise
@@ -41,6 +42,12 @@ NOISE_LOSSES = {
     "drawn": "the spectral distances see the waveform branch plus one draw of the noise",
 }
 """How the spectral distances judge the noise branch (``noise_loss``)."""
+
+BOTTLENECKS = {
+    "vae": "a variational latent: the encoder's posterior, pulled towards N(0, I) by beta * KL",
+    "rvq": "discrete codes: residual vector quantization of the encoder's output (rave_ddsp.nn.quantizer)",
+}
+"""What lies between encoder and decoder (``bottleneck``)."""
 
 ADVERSARIAL_LOSSES = {
     "hinge": (losses.hinge_discriminator_loss, losses.hinge_generator_loss),
@@ -73,6 +80,11 @@ class RAVE(L.LightningModule):
     after warm-up, from ``beta_start``); phase 2 from ``phase2_step`` with
     ``discriminators`` (kinds of :class:`CombinedDiscriminator`), ``adversarial_loss``
     (``hinge`` or ``least_squares``), ``adversarial_weight``, ``feature_matching_weight``.
+    Bottleneck (:data:`BOTTLENECKS`): ``vae`` (default) or ``rvq``, a
+    :class:`rave_ddsp.nn.quantizer.ResidualVectorQuantizer` with ``n_codebooks`` of
+    ``codebook_size`` entries looked up in ``codebook_dim`` dimensions, ``quantizer_dropout``,
+    ``dead_code_steps``, and the loss weights ``commitment_weight`` and ``codebook_weight`` (which
+    replace ``beta * KL``).
     Optimisation: optimizer and scheduler factories (default Adam, lr 1e-4, betas 0.5/0.9,
     constant), ``gradient_clip`` (max L2 norm per optimizer). ``streaming`` builds the
     cached-convolution version used for export.
@@ -98,6 +110,14 @@ class RAVE(L.LightningModule):
         noise_loss: str = "drawn",
         noise_floor_weight: float = 1.0,
         noise_floor_quantile: float = 0.25,
+        bottleneck: str = "vae",
+        n_codebooks: int = 8,
+        codebook_size: int = 1024,
+        codebook_dim: int = 8,
+        quantizer_dropout: float = 0.5,
+        dead_code_steps: int = 200,
+        commitment_weight: float = 0.25,
+        codebook_weight: float = 1.0,
         causal: bool = False,
         lookahead_ms: Optional[float] = None,
         full_band_ffts: Sequence[int] = (2048, 1024, 512, 256, 128),
@@ -132,6 +152,8 @@ class RAVE(L.LightningModule):
         self.scheduler_factories = (generator_scheduler, discriminator_scheduler)
         if noise_loss not in NOISE_LOSSES:
             raise ValueError(f"noise_loss must be one of {list(NOISE_LOSSES)}, got {noise_loss!r}")
+        if bottleneck not in BOTTLENECKS:
+            raise ValueError(f"bottleneck must be one of {list(BOTTLENECKS)}, got {bottleneck!r}")
         if adversarial_loss not in ADVERSARIAL_LOSSES:
             raise ValueError(f"adversarial_loss must be one of {sorted(ADVERSARIAL_LOSSES)}, got {adversarial_loss!r}")
         band_channels = channels * n_bands
@@ -142,7 +164,7 @@ class RAVE(L.LightningModule):
                                 activation_name=activation, causal=causal, max_centred_period=max_centred_period,
                                 streaming=streaming)
             encoder = VariationalEncoder(band_channels, latent_size, **architecture, input_mu=encoder_input_mu,
-                                         cumulative_delay=self.pqmf.analysis_delay // n_bands)
+                                         variational=bottleneck == "vae", cumulative_delay=self.pqmf.analysis_delay // n_bands)
             decoder = Decoder(band_channels, latent_size, noise_bands=noise_bands, noise_ratios=noise_ratios,
                               initial_gain_db=decoder_initial_gain_db, noise_initial_gain_db=noise_initial_gain_db,
                               **architecture)
@@ -152,6 +174,8 @@ class RAVE(L.LightningModule):
             self.plan_lookahead(lookahead_ms, sample_rate, ratios, lambda period: build(period, False))
         """Layers whose frames span more band frames than this are causal (None: all centred)."""
         self.encoder, self.decoder = build(self.max_centred_period, streaming)
+        self.quantizer = ResidualVectorQuantizer(latent_size, n_codebooks, codebook_size, codebook_dim,
+                                                 quantizer_dropout, dead_code_steps) if bottleneck == "rvq" else None
         self.discriminator = CombinedDiscriminator(discriminators, channels, discriminator_capacity_scale)
         self.full_band_distance = losses.MultiScaleSTFT(full_band_ffts, linear_weight=spectral_linear_weight,
                                                         log_weight=spectral_log_weight, n_mels=full_band_mels,
@@ -175,6 +199,7 @@ class RAVE(L.LightningModule):
         self.validation_noise_energy = torch.zeros(channels * n_bands, dtype=torch.float64)
         self.validation_output_energy = torch.zeros(channels * n_bands, dtype=torch.float64)
         self.validation_kl = torch.zeros(latent_size, dtype=torch.float64)
+        self.validation_codes = torch.zeros(n_codebooks, codebook_size, dtype=torch.float64)
         self.validation_examples: Dict[str, Tensor] = {}
 
     def streaming_delays(self, encoder: nn.Module, decoder: nn.Module) -> Tuple[int, int, int]:
@@ -219,6 +244,38 @@ class RAVE(L.LightningModule):
         mean, scale = self.encoder(bands)
         return bands, mean, scale
 
+    @property
+    def discrete(self) -> bool:
+        return self.quantizer is not None
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second of the codes with every codebook (0 for a variational model)."""
+        if self.quantizer is None:
+            return 0.0
+        return self.quantizer.bits_per_frame * self.hparams.sample_rate / self.hop_length
+
+    def bottleneck(self, mean: Tensor, scale: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The latent the decoder gets and the bottleneck's loss terms: a posterior sample and
+        ``kl`` (vae), or the quantized encoder output, ``commitment``, ``codebook`` and the
+        ``codes [B, N, L]`` (rvq; quantizer dropout and dead-code restarts in training mode)."""
+        if self.quantizer is None:
+            z, kl = reparametrize(mean, scale)
+            return z, {"kl": kl}
+        z, codes, commitment, codebook = self.quantizer(mean)
+        return z, {"commitment": commitment, "codebook": codebook, "codes": codes}
+
+    def latent(self, mean: Tensor) -> Tensor:
+        """The deterministic latent of an encoding: the posterior mean, or its quantization (all codebooks)."""
+        if self.quantizer is None:
+            return mean
+        training = self.quantizer.training
+        self.quantizer.eval()
+        try:
+            return self.quantizer(mean)[0]
+        finally:
+            self.quantizer.train(training)
+
     def decode(self, z: Tensor):
         """``z [B, Z, L] -> (audio [B, C, T], bands [B, C*M, T/M])``."""
         waveform, noise = self.decoder(z)
@@ -233,7 +290,7 @@ class RAVE(L.LightningModule):
     def forward(self, audio: Tensor) -> Tensor:
         """Deterministic reconstruction (posterior mean): ``[B, C, T] -> [B, C, T]``."""
         _, mean, _ = self.encode(audio)
-        return self.decode(mean)[0]
+        return self.decode(self.latent(mean))[0]
 
     def spectral_loss(self, audio: Tensor, bands: Tensor, waveform: Tensor, noise: Tensor,
                       magnitudes: Tensor) -> Dict[str, Tensor]:
@@ -291,6 +348,8 @@ class RAVE(L.LightningModule):
     # --------------------------------------------------------------- training --
     def configure_optimizers(self):
         generator_parameters = list(self.encoder.parameters()) + list(self.decoder.parameters())
+        if self.quantizer is not None:
+            generator_parameters += list(self.quantizer.parameters())
         optimizers = [factory(parameters) for factory, parameters in
                       zip(self.optimizer_factories, (generator_parameters, self.discriminator.parameters()))]
         schedulers = [factory(optimizer) for factory, optimizer in zip(self.scheduler_factories, optimizers) if factory]
@@ -302,17 +361,21 @@ class RAVE(L.LightningModule):
         generator_optimizer, discriminator_optimizer = self.optimizers()
         phase2 = self.in_phase2()
         self.encoder.requires_grad_(not phase2)
+        if self.quantizer is not None:  # part of the encoder: frozen in phase 2, codes kept as they are
+            self.quantizer.requires_grad_(not phase2)
+            self.quantizer.dead_code_steps = 0 if phase2 else self.hparams.dead_code_steps
         with torch.set_grad_enabled(not phase2):
             bands, mean, scale = self.encode(audio)
-        z, kl = reparametrize(mean, scale)
+            z, bottleneck_terms = self.bottleneck(mean, scale)
+        bottleneck_terms.pop("codes", None)
         waveform, noise, magnitudes = self.decoder.branches(z)
         terms = self.spectral_loss(audio, bands, waveform, noise, magnitudes)
-        terms["kl"] = kl
+        terms.update(bottleneck_terms)
         if phase2:
             audio_hat = self.synthesize(waveform + noise)
             terms["discriminator"], real_outputs = self.discriminator_step(audio, audio_hat, discriminator_optimizer)
             terms.update(self.adversarial_terms(real_outputs, audio_hat))
-        else:
+        elif "kl" in terms:
             terms["beta"] = torch.tensor(self.beta())
         loss = self.generator_loss(terms)
         self.check_finite(loss, "generator loss")
@@ -332,14 +395,17 @@ class RAVE(L.LightningModule):
     def generator_loss(self, terms: Dict[str, Tensor]) -> Tensor:
         """The loss the generator minimises; each weight is applied here, once.
 
-        Phase 1: ``spectral + beta * kl``. Phase 2 (terms hold ``adversarial``):
+        Phase 1: ``spectral + beta * kl`` (vae) or ``spectral + commitment_weight * commitment
+        + codebook_weight * codebook`` (rvq). Phase 2 (terms hold ``adversarial``):
         ``spectral + adversarial_weight * adversarial + feature_matching_weight * feature_matching``.
         """
         hp = self.hparams
         if "adversarial" in terms:
             return (terms["spectral"] + hp.adversarial_weight * terms["adversarial"]
                     + hp.feature_matching_weight * terms["feature_matching"])
-        return terms["spectral"] + terms["beta"] * terms["kl"]
+        if "kl" in terms:
+            return terms["spectral"] + terms["beta"] * terms["kl"]
+        return terms["spectral"] + hp.commitment_weight * terms["commitment"] + hp.codebook_weight * terms["codebook"]
 
     def adversarial_terms(self, real_outputs, audio_hat: Tensor) -> Dict[str, Tensor]:
         """Adversarial and feature-matching terms of ``audio_hat`` against the discriminator.
@@ -398,6 +464,7 @@ class RAVE(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.latent_statistics.reset()
         self.validation_kl = torch.zeros(self.hparams.latent_size, dtype=torch.float64)
+        self.validation_codes = torch.zeros(self.hparams.n_codebooks, self.hparams.codebook_size, dtype=torch.float64)
         self.validation_examples = {}
         bands = self.hparams.channels * self.hparams.n_bands
         self.validation_noise_energy = torch.zeros(bands, dtype=torch.float64)
@@ -405,15 +472,22 @@ class RAVE(L.LightningModule):
 
     def validation_step(self, audio: Tensor, batch_index: int) -> None:
         bands, mean, scale = self.encode(audio)
-        waveform, noise, magnitudes = self.decoder.branches(mean)
+        z = mean
+        if self.quantizer is not None:
+            z, codes, _, _ = self.quantizer(mean)  # eval mode: every codebook
+            for i in range(codes.shape[1]):
+                self.validation_codes[i] += torch.bincount(codes[:, i].flatten(), minlength=self.hparams.codebook_size
+                                                           ).double().cpu()
+        waveform, noise, magnitudes = self.decoder.branches(z)
         terms = self.spectral_loss(audio, bands, waveform, noise, magnitudes)
         self.log_dict({f"validation/{name}": value for name, value in terms.items()}, sync_dist=True)
         self.validation_noise_energy += noise.float().pow(2).sum((0, 2)).double().cpu()  # [C*M]
         self.validation_output_energy += (waveform + noise).float().pow(2).sum((0, 2)).double().cpu()
         audio_hat = self.synthesize(waveform + noise)
         self.log("val_spectral", terms["spectral"], prog_bar=True, logger=False, sync_dist=True)
-        self.latent_statistics.update(mean)
-        self.validation_kl += kl_divergence(mean, scale).sum((0, 2)).double().cpu()  # [Z], summed over frames
+        self.latent_statistics.update(z)
+        if self.quantizer is None:
+            self.validation_kl += kl_divergence(mean, scale).sum((0, 2)).double().cpu()  # [Z], summed over frames
         if batch_index == 0:
             self.validation_examples = {"audio": audio[:4].detach().float().cpu(),
                                         "reconstruction": audio_hat[:4].detach().float().cpu(),
@@ -434,6 +508,13 @@ class RAVE(L.LightningModule):
             self.log(f"latent/dimensions_for_fidelity_{fidelity}",
                      float(latent_size_for_fidelity(self.latent_fidelity, fidelity)))
         self.log("latent/frames", float(self.latent_statistics.count))
+        if self.quantizer is not None:
+            counts = self.trainer.strategy.reduce(self.validation_codes.to(self.device), reduce_op="sum").cpu()
+            perplexity, used = usage_statistics(counts)
+            for i in range(counts.shape[0]):
+                self.log(f"codebook/perplexity_{i:02d}", float(perplexity[i]))
+                self.log(f"codebook/usage_{i:02d}", float(used[i]))
+            self.log("codebook/perplexity_over_size", float(perplexity.mean()) / self.hparams.codebook_size)
         for name, share in noise_shares_db(self.validation_noise_energy, self.validation_output_energy,
                                            self.hparams.n_bands).items():
             self.log(f"noise/{name}", share)

@@ -44,8 +44,8 @@ def run_main(args, monkeypatch, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("configs,hop", [(["demo"], 256), (["small"], 1024), (["v2"], 2048),
-                                          (["small", "causal"], 1024)],
-                         ids=["demo", "small", "v2", "small+causal"])
+                                          (["small", "causal"], 1024), (["small", "discrete"], 1024)],
+                         ids=["demo", "small", "v2", "small+causal", "small+discrete"])
 def test_every_shipped_config_parses_and_trains_a_step(configs, hop, tmp_path):
     config_args = [arg for name in configs for arg in ("--config", str(ROOT / "configs" / f"{name}.yaml"))]
     cli = TrainingCLI(args=[*config_args, "--name", "run", "--runs_root", str(tmp_path), "--trainer.max_steps", "1",
@@ -56,6 +56,7 @@ def test_every_shipped_config_parses_and_trains_a_step(configs, hop, tmp_path):
     run = tmp_path / "run"
     assert cli.trainer.global_step == 1
     assert cli.model.hparams.causal == ("causal" in configs)
+    assert cli.model.discrete == ("discrete" in configs)
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert list(run.glob("events.out.tfevents.*"))
     assert np.isfinite(cli.trainer.callback_metrics["validation/spectral"].item())
@@ -79,8 +80,29 @@ def test_tensorboard_gets_losses_rates_norms_audio_and_images(tmp_path):
 
 
 def test_every_config_file_is_tested():
-    tested = {"demo", "small", "v2", "causal"}
+    tested = {"demo", "small", "v2", "causal", "discrete"}
     assert {path.stem for path in (ROOT / "configs").glob("*.yaml")} == tested
+
+
+def test_discrete_training_prints_its_bitrate_and_logs_codebook_usage(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    TrainingCLI(args=demo_args(tmp_path, "--config", str(ROOT / "configs" / "discrete.yaml"), "--model.phase2_step",
+                               "1", "--trainer.log_every_n_steps", "1")).fit()
+    # demo: 22050 Hz, hop 256 -> 86.13 frames/s, 8 codebooks x 10 bits
+    assert ("discrete codes: 8 codebooks x 10 bits at 86.13 frames/s = 6.89 kbps (0.86 kbps per codebook)"
+            in capsys.readouterr().out)
+    events = EventAccumulator(str(next((tmp_path / "run").glob("events.out.tfevents.*"))),
+                              size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/commitment", "train/codebook", "codebook/perplexity_00", "codebook/usage_07",
+                "codebook/perplexity_over_size", "train/adversarial"):
+        assert tag in scalars, tag
+    assert "train/kl" not in scalars
+    perplexity = events.Scalars("codebook/perplexity_00")[-1].value
+    assert 1.0 <= perplexity <= 1024
+    assert "latent/statistics" in events.Tags()["images"]
 
 
 def test_print_config_works(capsys):
