@@ -2,7 +2,7 @@
 
     python scripts/evaluate.py --model RUN_OR_TS [--model ...] --data DIR [--output report.json]
         [--compare RUN_OR_TS ...] [--no-pitch] [--crepe-model full|tiny] [--interpolation]
-        [--max-files N] [--device cpu|cuda] [--batch-seconds S] [--quiet]
+        [--max-files N] [--codebooks K [K ...]] [--device cpu|cuda] [--batch-seconds S] [--quiet]
 
 Every audio file in DIR (recursive, sorted; the first N with --max-files) is resampled to
 each model's rate, reconstructed and scored there: multi-scale STFT distance, DAC's mel
@@ -13,6 +13,9 @@ with the branch off ('-' for a model without noise_level, e.g. official RAVE). A
 parameter count and the realtime factor (1 thread, the normal reconstruction only).
 --compare (or several --model) puts models side by side. --interpolation mixes the latents
 of file pairs and reports how the output's loudness (and F0) follow each source.
+A discrete model (configs/discrete.yaml) is scored at its full bitrate, or with --codebooks
+once per number of codebooks K (its first K: a lower bitrate), with its codebooks' usage
+(perplexity / size) on the audio.
 Writes the JSON report and, next to it, report.md (also printed).
 """
 import argparse
@@ -41,6 +44,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="CREPE size: full (reported numbers) or tiny (quick checks)")
     parser.add_argument("--interpolation", action="store_true", help="the latent interpolation test on file pairs")
     parser.add_argument("--max-files", type=int, help="evaluate only the first N files (sorted)")
+    parser.add_argument("--codebooks", type=int, nargs="+", metavar="K",
+                        help="score discrete models with their first K codebooks, for each K given")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS, help="audio per forward pass")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -52,7 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = parse_device(args.device)
     models = [load(source, device) for source in sources]
     report = evaluate(models, args.data, args.pitch, args.crepe_model, args.interpolation, args.max_files,
-                      args.batch_seconds, progress=not args.quiet)
+                      args.batch_seconds, progress=not args.quiet, codebooks=args.codebooks)
     json_path, markdown_path = write_report(report, args.output)
     print(markdown(report))
     print(f"wrote {json_path} and {markdown_path}")

@@ -14,6 +14,11 @@ filtered-noise branch off (``noise_level`` 0); the difference from the reconstru
 branch's part, reported as its energy share in dB, with the mel distance without it. A model
 without ``noise_level`` (an official RAVE export) gets None there.
 
+A discrete model (``bottleneck: rvq``) is scored at its full bitrate, or, with ``codebooks``,
+once per number of codebooks ``K`` (the first ``K``: a lower bitrate, same model), and its
+codebooks' usage on the evaluated audio is reported: per codebook the perplexity (``exp`` of
+the entropy of the codes chosen) over the codebook size, and the fraction of entries used.
+
 The interpolation test (DDSP paper, Engel et al. 2020, sec. 5.2's latent interpolation):
 file ``i`` is paired with file ``i + N // 2`` (sorted names); their latents are mixed frame
 by frame over the common length, ``z = (1 - a) z_A + a z_B``, decoded, and the output's
@@ -34,6 +39,7 @@ from tqdm import tqdm
 from rave_ddsp.analysis import metrics
 from rave_ddsp.data.audio import find_audio_files, load_audio
 from rave_ddsp.runtime.codec import BATCH_SECONDS, Codec
+from rave_ddsp.nn.quantizer import usage_statistics
 from rave_ddsp.runtime.inference import has_noise_level, noise_level
 from rave_ddsp.files import write_json, write_text
 from rave_ddsp.errors import UnusableFile, UserError
@@ -215,9 +221,28 @@ def pitch_skipped(pitch: bool) -> Optional[str]:
 
 
 def evaluate_model(model, files: Sequence[Tuple[Path, str]], pitch: bool = True, crepe_model: str = "full",
-                   interpolation: bool = False, batch_seconds: float = BATCH_SECONDS, progress: bool = True) -> dict:
-    """One model's part of the report (``model``: an :class:`rave_ddsp.runtime.inference.AutoEncoder` or alike)."""
+                   interpolation: bool = False, batch_seconds: float = BATCH_SECONDS, progress: bool = True,
+                   codebooks: Optional[int] = None) -> dict:
+    """One model's part of the report (``model``: an :class:`rave_ddsp.runtime.inference.AutoEncoder` or alike);
+    a discrete model with its first ``codebooks`` (default: all)."""
+    n_codebooks = getattr(model, "n_codebooks", 0)
+    if codebooks is None or not n_codebooks:
+        return score_model(model, files, pitch, crepe_model, interpolation, batch_seconds, progress)
+    previous = int(model.module.get_codebooks()[0])
+    if model.module.set_codebooks(codebooks) != 0:
+        raise UserError(f"--codebooks {codebooks}: {model.source} has {n_codebooks} codebooks")
+    try:
+        return score_model(model, files, pitch, crepe_model, interpolation, batch_seconds, progress)
+    finally:
+        model.module.set_codebooks(previous)
+
+
+def score_model(model, files: Sequence[Tuple[Path, str]], pitch: bool, crepe_model: str, interpolation: bool,
+                batch_seconds: float, progress: bool) -> dict:
+    """:func:`evaluate_model` at the model's current settings."""
     codec = Codec(model, batch_seconds)
+    n_codebooks = getattr(model, "n_codebooks", 0)
+    counts = torch.zeros(n_codebooks, max(1, getattr(model, "codebook_size", 0)), dtype=torch.float64)
     usable, skipped, rows = [], [], []
     for path, name in tqdm(files, desc=f"evaluate {model.source.name}", unit="file", disable=not progress):
         try:
@@ -235,6 +260,9 @@ def evaluate_model(model, files: Sequence[Tuple[Path, str]], pitch: bool = True,
         rows.append({"file": name, "seconds": reference.shape[-1] / model.sample_rate,
                      "reconstruction_seconds": seconds, **scores, **noise_ablation(codec, reference, estimate)})
         usable.append((path, name))
+        if n_codebooks:
+            for row, codes in enumerate(codec.encode_codes([reference])[0]):  # [L] per codebook
+                counts[row] += torch.bincount(codes, minlength=counts.shape[1]).double()
     if not rows:
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped)
         raise UserError(f"no usable audio for {model.source}: {reasons}")
@@ -251,6 +279,15 @@ def evaluate_model(model, files: Sequence[Tuple[Path, str]], pitch: bool = True,
         "mel_distance_no_noise_change_pct": relative_change_pct(statistics["mel_distance"]["mean"],
                                                                 statistics["mel_distance_no_noise"]["mean"]),
     }
+    if n_codebooks:
+        used = int(model.module.get_codebooks()[0])
+        perplexity, fraction = usage_statistics(counts)
+        result.update({
+            "codebooks": used, "n_codebooks": n_codebooks, "codebook_size": model.codebook_size,
+            "bitrate_bps": model.bitrate * used / n_codebooks,
+            "codebook_perplexity_over_size": (perplexity / model.codebook_size).tolist(),
+            "codebook_entries_used": fraction.tolist(),
+        })
     if interpolation:
         result["interpolation"] = interpolation_test(codec, usable, pitch, crepe_model)
     return result
@@ -258,11 +295,15 @@ def evaluate_model(model, files: Sequence[Tuple[Path, str]], pitch: bool = True,
 
 def evaluate(models: Sequence, data: Path, pitch: bool = True, crepe_model: str = "full",
              interpolation: bool = False, max_files: Optional[int] = None, batch_seconds: float = BATCH_SECONDS,
-             progress: bool = True) -> dict:
+             progress: bool = True, codebooks: Optional[Sequence[int]] = None) -> dict:
     """The report for ``models`` (at least one) on the audio files in the folder ``data`` (the first ``max_files``).
 
     F0 is scored if ``pitch`` and torchcrepe is installed; otherwise ``settings["f0_not_computed"]`` says why.
+    Discrete models are scored once per number of codebooks in ``codebooks`` (those they have; default: all).
     """
+    for k in codebooks or ():
+        if k < 1:
+            raise UserError(f"--codebooks {k}: expected 1 or more")
     data = Path(data)
     if not data.is_dir():
         raise UserError(f"--data {data}: no such folder")
@@ -288,9 +329,12 @@ def evaluate(models: Sequence, data: Path, pitch: bool = True, crepe_model: str 
         "parameters": "parameters of encoder and decoder as run for inference (weight norm folded)",
         "recipes": {key: RECIPES[key] for key in LABELS if pitch or not key.startswith("f0")},
     }
+    runs = [(model, k) for model in models
+            for k in ([k for k in codebooks if k <= model.n_codebooks] or [None]
+                      if codebooks and getattr(model, "n_codebooks", 0) else [None])]
     return {"settings": settings, "machine": machine(models[0].device),
-            "models": [evaluate_model(model, files, pitch, crepe_model, interpolation, batch_seconds, progress)
-                       for model in models]}
+            "models": [evaluate_model(model, files, pitch, crepe_model, interpolation, batch_seconds, progress, k)
+                       for model, k in runs]}
 
 
 # ---------------------------------------------------------------------------- output --
@@ -334,8 +378,14 @@ def markdown(report: dict) -> str:
              ["parameters"] + [f"{m['parameters'] / 1e6:.3f} M" for m in models],
              [f"realtime factor ({TIMING_THREADS} thread) ↓"] + [f"{m['realtime_factor']:.4f}" for m in models],
              ["sample rate"] + [f"{m['sample_rate']} Hz" for m in models],
+             ["codes: codebooks (bitrate)"] + [f"{m['codebooks']} of {m['n_codebooks']} ({m['bitrate_bps'] / 1000:.2f} "
+                                               "kbps)" if "codebooks" in m else "-" for m in models],
+             ["codebook perplexity / size (mean)"] + [
+                 f"{sum(m['codebook_perplexity_over_size']) / m['n_codebooks']:.3f}" if "codebooks" in m else "-"
+                 for m in models],
              ["files scored"] + [str(len(m["files"])) for m in models]]
-    lines += table(["metric"] + [m["model"] for m in models], rows)
+    lines += table(["metric"] + [m["model"] + (f" ({m['codebooks']} codebooks)" if "codebooks" in m else "")
+                                 for m in models], rows)
     lines += ["", "Recipes:", ""] + [f"- {LABELS[key]}: {text}" for key, text in settings["recipes"].items()]
     lines += [f"- realtime factor: {settings['realtime_factor']}", f"- parameters: {settings['parameters']}"]
     for model in models:

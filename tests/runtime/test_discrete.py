@@ -266,3 +266,28 @@ def test_bad_codes_are_refused_by_name(run, tmp_path, capsys, tiny_run):
     code, printed = run_script("encode", [tmp_path / "t.wav", "--model", run, "--output", tmp_path / "o6",
                                           "--codes", "--codebooks", str(N + 1)], capsys)
     assert code != 0 and f"--codebooks {N + 1}: the model has {N} codebooks" in printed.err
+
+
+def test_evaluate_scores_each_bitrate_with_codebook_usage(run, tiny_run, tones, tmp_path, capsys):
+    output = tmp_path / "report.json"
+    code, printed = run_script("evaluate", ["--model", run, "--compare", tiny_run["checkpoint"], "--data", tones,
+                                            "--output", output, "--codebooks", "1", "3", "9", "--no-pitch", "--quiet"],
+                               capsys)
+    assert code == 0, printed.err
+    report = json.loads(output.read_text())
+    one, three, vae = report["models"]  # 9 is more than the model has: left out; the vae model once
+    assert (one["codebooks"], three["codebooks"], "codebooks" in vae) == (1, 3, False)
+    assert one["bitrate_bps"] == pytest.approx(4 * 16000 / HOP) and three["bitrate_bps"] == pytest.approx(3 * 4 * 16000 / HOP)
+    for model in (one, three):
+        assert len(model["codebook_perplexity_over_size"]) == N
+        assert all(0 < p <= 1 for p in model["codebook_perplexity_over_size"])
+        assert all(0 < u <= 1 for u in model["codebook_entries_used"])
+    assert one["aggregate"]["mel_distance"]["mean"] != three["aggregate"]["mel_distance"]["mean"]
+    code, printed = run_script("evaluate", ["--model", run, "--data", tones, "--output", tmp_path / "all.json",
+                                            "--no-pitch", "--quiet"], capsys)
+    full = json.loads((tmp_path / "all.json").read_text())["models"][0]
+    assert full["codebooks"] == N
+    assert full["aggregate"]["mel_distance"]["mean"] == pytest.approx(three["aggregate"]["mel_distance"]["mean"])
+    table = output.with_suffix(".md").read_text()
+    assert f"| codes: codebooks (bitrate) | 1 of {N} (2.00 kbps) | 3 of {N} (6.00 kbps) | - |" in table
+    assert f"| metric | {run} (1 codebooks) | {run} (3 codebooks) | {tiny_run['checkpoint']} |" in table

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Issue 14's comparison: `small` with the discrete bottleneck (configs/discrete.yaml) against `small`
+# (vae), phase 1, the dev phrases without one instrument, batch 8 x 32768, 2 threads, the same CPU
+# wall-clock each, one after the other; then both scored (scripts/evaluate.py, CREPE tiny) on audio the
+# runs did not see: the held-out instrument's phrases, and the dev notes (velocity 85, MIDI 60-79) of
+# every instrument, the discrete model at 1, 2, 4 and 8 codebooks.
+# Results: benchmarks/results/discrete_<MINUTES>min_{phrases,notes}.{json,md}
+#   bash benchmarks/discrete_runs.sh [DEV_DIR] [HELD_OUT_INSTRUMENT] [MINUTES] [vae|discrete|evaluate|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEV=${1:-../shared/data/dev}
+HELD_OUT=${2:-flute}
+MINUTES=${3:-20}
+STAGE=${4:-all}
+WORK=${WORK:-.cache/discrete}
+RESULTS=benchmarks/results/discrete_${MINUTES}min
+mkdir -p "$WORK/train" "$WORK/heldout_phrases" "$WORK/unseen_notes"
+for f in "$DEV"/phrases/*.flac; do
+    case "$(basename "$f")" in
+        "$HELD_OUT"_*) ln -sf "$(realpath "$f")" "$WORK/heldout_phrases/" ;;
+        *) ln -sf "$(realpath "$f")" "$WORK/train/" ;;
+    esac
+done
+for f in "$DEV"/notes/*_0[67]?_085.flac; do ln -sf "$(realpath "$f")" "$WORK/unseen_notes/"; done
+[ -f "$WORK/db/index.json" ] || .venv/bin/python scripts/preprocess.py "$WORK/train" --output "$WORK/db" --quiet
+train() {  # NAME, extra arguments
+    local name=$1; shift
+    .venv/bin/python scripts/train.py --config configs/small.yaml "$@" --data.path "$WORK/db" --name "$name" \
+        --runs_root "$WORK/runs" --overwrite --trainer.max_time "00:00:$(printf %02d "$MINUTES"):00" \
+        --trainer.val_check_interval 400 --data.max_val_items 8 --trainer.enable_progress_bar false
+}
+if [ "$STAGE" = vae ] || [ "$STAGE" = all ]; then train vae; fi
+if [ "$STAGE" = discrete ] || [ "$STAGE" = all ]; then train discrete --config configs/discrete.yaml; fi
+if [ "$STAGE" = evaluate ] || [ "$STAGE" = all ]; then
+    for set in heldout_phrases unseen_notes; do
+        .venv/bin/python scripts/evaluate.py --model "$WORK/runs/discrete" --compare "$WORK/runs/vae" \
+            --codebooks 1 2 4 8 --data "$WORK/$set" --crepe-model tiny --output "${RESULTS}_${set#*_}.json" --quiet
+    done
+fi
