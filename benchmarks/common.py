@@ -16,6 +16,7 @@ from typing import Callable, Dict, List
 
 import torch
 
+from rave_ddsp.analysis.evaluation import cpu_description
 from rave_ddsp.files import write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -23,22 +24,10 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def machine() -> Dict[str, object]:
     """Describe the machine the numbers were measured on."""
-    cpu, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:  # the first processor's model name and ISA flags
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    cpu = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                if line.strip() == "":  # end of the first processor's block
-                    break
-    except OSError:
-        pass
+    cpu, isa = cpu_description()
     info: Dict[str, object] = {
         "cpu": cpu,
-        "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}),
+        "isa": isa,
         "logical_cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -101,10 +101,34 @@ def parameter_count(model) -> int:
     return sum(p.numel() for p in model.module.parameters())
 
 
+ISA_FLAGS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}
+"""The CPU features that change which kernels torch runs (and so the timings)."""
+
+
+def cpu_description() -> Tuple[str, List[str]]:
+    """The first processor's model name and its :data:`ISA_FLAGS` (Linux ``/proc/cpuinfo``; else what
+    :mod:`platform` knows and no flags)."""
+    cpu, flags = platform.processor() or platform.machine() or "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    cpu = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                if not line.strip():  # the end of the first processor's block
+                    break
+    except OSError:
+        pass
+    return cpu, sorted(flags & ISA_FLAGS)
+
+
 def machine(device: torch.device) -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "device": str(device)}
+    cpu, isa = cpu_description()
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpu": cpu,
+            "isa": isa, "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -380,9 +404,9 @@ def markdown(report: dict) -> str:
              ["sample rate"] + [f"{m['sample_rate']} Hz" for m in models],
              ["codes: codebooks (bitrate)"] + [f"{m['codebooks']} of {m['n_codebooks']} ({m['bitrate_bps'] / 1000:.2f} "
                                                "kbps)" if "codebooks" in m else "-" for m in models],
-             ["codebook perplexity / size (mean)"] + [
-                 f"{sum(m['codebook_perplexity_over_size']) / m['n_codebooks']:.3f}" if "codebooks" in m else "-"
-                 for m in models],
+             ["codebook perplexity / size (mean of those used)"] + [
+                 f"{sum(m['codebook_perplexity_over_size'][:m['codebooks']]) / m['codebooks']:.3f}"
+                 if "codebooks" in m else "-" for m in models],
              ["files scored"] + [str(len(m["files"])) for m in models]]
     lines += table(["metric"] + [m["model"] + (f" ({m['codebooks']} codebooks)" if "codebooks" in m else "")
                                  for m in models], rows)

@@ -77,7 +77,8 @@ class VariationalEncoder(nn.Module):
             layers += [stack, activation(activation_name, channels[i]), down]
             delay = down.cumulative_delay
         self.variational = variational
-        head = conv1d(channels[-1], (2 if variational else 1) * latent_size, 3, cumulative_delay=delay, **kw(math.prod(ratios)))
+        head = conv1d(channels[-1], (2 if variational else 1) * latent_size, 3, cumulative_delay=delay,
+                      **kw(math.prod(ratios)))
         layers += [activation(activation_name, channels[-1]), head]
         self.net = nn.Sequential(*layers)
         self.latent_size = latent_size

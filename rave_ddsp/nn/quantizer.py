@@ -14,7 +14,8 @@ the full latent. Training uses the straight-through estimator (the decoder's gra
 ``e_i`` as if the lookup were the identity) with the VQ-VAE losses (van den Oord et al. 2017):
 the commitment term ``|e_i - sg(c)|^2`` pulls the encoder to its codes, the codebook term
 ``|sg(e_i) - c|^2`` moves the codes to the encoder. An entry unused for ``dead_code_steps`` training
-steps is restarted at a random input of the current batch (as in SoundStream/EnCodec), and
+steps is restarted at a random input of the current batch (as in SoundStream/EnCodec; in data-parallel
+training, usage is counted over all processes and the first one's inputs are taken), and
 quantizer dropout (SoundStream) trains a random number of codebooks per example with probability
 ``dropout``, so that the first ``k`` codebooks alone decode well: one model, several bitrates.
 
@@ -129,17 +130,30 @@ class ResidualVectorQuantizer(nn.Module):
     def track_usage(self, index: int, e: Tensor, codes: Tensor, active: Tensor) -> None:
         """Count idle steps of codebook ``index``'s entries; restart those idle too long at random
         inputs of this batch (``e [B, d, L]``, ``codes [B, L]``, only ``active [B]`` examples count)."""
-        if self.dead_code_steps <= 0 or not bool(active.any()):
+        if self.dead_code_steps <= 0:
+            return
+        # codes chosen in every process (data-parallel training): all replicas count and restart alike
+        chosen_count = torch.bincount(codes[active].flatten(), minlength=self.codebook_size)
+        frames = active.sum().reshape(1) * codes.shape[-1]
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed:
+            torch.distributed.all_reduce(chosen_count)
+            torch.distributed.all_reduce(frames)
+        if int(frames) == 0:
             return
         idle = self.idle_steps[index]
         idle += 1
-        idle[codes[active].flatten()] = 0
+        idle[chosen_count > 0] = 0
         dead = (idle >= self.dead_code_steps).nonzero().flatten()
         if dead.numel() == 0:
             return
         inputs = e[active].transpose(1, 2).reshape(-1, e.shape[1])  # [frames, d]
-        chosen = torch.randint(0, inputs.shape[0], (dead.numel(),), device=e.device)
-        self.books[index].entries.data[dead] = inputs[chosen]
+        replacement = torch.zeros(dead.numel(), e.shape[1], device=e.device, dtype=e.dtype)
+        if inputs.shape[0]:
+            replacement = inputs[torch.randint(0, inputs.shape[0], (dead.numel(),), device=e.device)]
+        if distributed:  # the first process's inputs, everywhere
+            torch.distributed.broadcast(replacement, src=0)
+        self.books[index].entries.data[dead] = replacement
         idle[dead] = 0
 
 

@@ -188,7 +188,8 @@ def check_codebooks(model: AutoEncoder, codebooks: Optional[int]) -> int:
     if codebooks is None:
         return model.n_codebooks
     if not 1 <= codebooks <= model.n_codebooks:
-        raise UserError(f"--codebooks {codebooks}: the model has {model.n_codebooks} codebooks (1..{model.n_codebooks})")
+        raise UserError(f"--codebooks {codebooks}: the model has {model.n_codebooks} codebooks "
+                        f"(1..{model.n_codebooks})")
     return codebooks
 
 

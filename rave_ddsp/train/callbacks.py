@@ -44,7 +44,8 @@ class MediaLogger(L.Callback):
         figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
         if module.discrete:
             perplexity, used = usage_statistics(module.validation_codes)
-            left.bar(np.arange(len(perplexity)), perplexity.numpy() / module.hparams.codebook_size, label="perplexity / size")
+            left.bar(np.arange(len(perplexity)), perplexity.numpy() / module.hparams.codebook_size,
+                     label="perplexity / size")
             left.plot(np.arange(len(used)), used.numpy(), "k.", label="entries used")
             left.set(title="codebook usage (validation)", xlabel="codebook", ylim=(0, 1.01))
             left.legend()

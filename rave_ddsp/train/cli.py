@@ -135,7 +135,8 @@ class TrainingCLI(LightningCLI):
             q = self.model.quantizer
             print(f"discrete codes: {q.n_codebooks} codebooks x {math.log2(q.codebook_size):g} bits at "
                   f"{self.model.hparams.sample_rate / self.model.hop_length:.2f} frames/s = "
-                  f"{self.model.bitrate / 1000:.2f} kbps ({self.model.bitrate / q.n_codebooks / 1000:.2f} kbps per codebook)",
+                  f"{self.model.bitrate / 1000:.2f} kbps "
+                  f"({self.model.bitrate / q.n_codebooks / 1000:.2f} kbps per codebook)",
                   flush=True)
         with run_folder(self.run_dir, replace=overwrite and ckpt_path is None), \
                 stop_on_first_sigint(self.trainer) as interrupted:

@@ -164,7 +164,8 @@ class RAVE(L.LightningModule):
                                 activation_name=activation, causal=causal, max_centred_period=max_centred_period,
                                 streaming=streaming)
             encoder = VariationalEncoder(band_channels, latent_size, **architecture, input_mu=encoder_input_mu,
-                                         variational=bottleneck == "vae", cumulative_delay=self.pqmf.analysis_delay // n_bands)
+                                         variational=bottleneck == "vae",
+                                         cumulative_delay=self.pqmf.analysis_delay // n_bands)
             decoder = Decoder(band_channels, latent_size, noise_bands=noise_bands, noise_ratios=noise_ratios,
                               initial_gain_db=decoder_initial_gain_db, noise_initial_gain_db=noise_initial_gain_db,
                               **architecture)

@@ -9,7 +9,8 @@ from rave_ddsp.nn.quantizer import ResidualVectorQuantizer, usage_statistics
 
 def quantizer(**overrides) -> ResidualVectorQuantizer:
     torch.manual_seed(0)
-    return ResidualVectorQuantizer(**{**dict(latent_size=6, n_codebooks=2, codebook_size=4, codebook_dim=3), **overrides})
+    defaults = dict(latent_size=6, n_codebooks=2, codebook_size=4, codebook_dim=3)
+    return ResidualVectorQuantizer(**{**defaults, **overrides})
 
 
 def test_the_latent_takes_at_most_size_to_the_codebooks_values_and_decodes_from_the_codes():
@@ -33,7 +34,8 @@ def test_each_stage_picks_the_nearest_entry_by_cosine_and_quantizes_the_residual
     residual = z
     for i, book in enumerate(rvq.books):
         e = book.project_in(residual)  # [1, d, L]
-        cosine = torch.nn.functional.cosine_similarity(e[:, :, None], book.entries.T[None, :, :, None], dim=1)  # [1, K, L]
+        cosine = torch.nn.functional.cosine_similarity(e[:, :, None], book.entries.T[None, :, :, None],
+                                                       dim=1)  # [1, K, L]
         assert torch.equal(codes[:, i], cosine.argmax(1))
         residual = residual - book.project_out(book.entries[codes[:, i]].transpose(1, 2))
 
@@ -124,3 +126,31 @@ def test_scripts_in_torchscript():
     z = torch.randn(2, 6, 20)
     assert torch.equal(scripted(z)[1], rvq(z)[1])
     assert torch.equal(scripted.decode(rvq(z)[1]), rvq(z)[0])
+
+
+def restart_in_process(rank: int, world: int, port: int, results) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        rvq = quantizer(n_codebooks=1, codebook_size=8, dropout=0.0, dead_code_steps=2).train()  # same seed: same init
+        torch.manual_seed(100 + rank)  # each process its own data and its own random choices
+        z = torch.randn(1, 6, 1).expand(2, 6, 10).contiguous()  # one frame each: most entries go idle
+        for _ in range(3):
+            rvq(z)
+        results[rank] = (rvq.books[0].entries.detach().clone(), rvq.idle_steps.clone())
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_data_parallel_replicas_restart_the_same_entries_with_the_same_values():
+    import socket
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(restart_in_process, args=(2, port, results), nprocs=2, join=True)
+    (entries_0, idle_0), (entries_1, idle_1) = results[0], results[1]
+    assert torch.equal(idle_0, idle_1)
+    assert torch.equal(entries_0, entries_1)
+    assert not torch.equal(entries_0, quantizer(n_codebooks=1, codebook_size=8).books[0].entries.detach())  # restarted

@@ -173,7 +173,8 @@ def test_bad_input_fails_clearly_and_writes_nothing(models, audio_folder, tmp_pa
     assert code == 2 and "is a file; expected a folder" in out.err
     np.save(wrong / "b.npy", np.zeros((1, 2, 3), np.float32))
     code, out = run_script("decode", [wrong, "--model", models["checkpoint"], "--output", out_dir, "--quiet"], capsys)
-    assert code == 0 and "b.npy: expected a float array [Z, L] (or integer codes [n, L]), got float32 [1, 2, 3]" in out.out
+    assert code == 0
+    assert "b.npy: expected a float array [Z, L] (or integer codes [n, L]), got float32 [1, 2, 3]" in out.out
     assert sorted(p.name for p in out_dir.iterdir()) == ["a.wav"]  # no temporary left behind
 
 

@@ -198,7 +198,8 @@ def test_codes_through_encode_and_decode_scripts(run, exports, tones, tmp_path, 
     source = run if kind == "checkpoint" else exports[False]
     model = load(source)
     codes_dir, out = tmp_path / "codes", tmp_path / "out"
-    code, printed = run_script("encode", [tones, "--model", source, "--output", codes_dir, "--codes", "--quiet"], capsys)
+    code, printed = run_script("encode", [tones, "--model", source, "--output", codes_dir, "--codes", "--quiet"],
+                               capsys)
     assert code == 0, printed.err
     codes = np.load(codes_dir / "a.npy")
     assert codes.dtype == np.uint8 and codes.shape == (N, -(-int(0.7 * 16000) // HOP))  # 16 entries: uint8
@@ -277,7 +278,8 @@ def test_evaluate_scores_each_bitrate_with_codebook_usage(run, tiny_run, tones, 
     report = json.loads(output.read_text())
     one, three, vae = report["models"]  # 9 is more than the model has: left out; the vae model once
     assert (one["codebooks"], three["codebooks"], "codebooks" in vae) == (1, 3, False)
-    assert one["bitrate_bps"] == pytest.approx(4 * 16000 / HOP) and three["bitrate_bps"] == pytest.approx(3 * 4 * 16000 / HOP)
+    assert one["bitrate_bps"] == pytest.approx(4 * 16000 / HOP)
+    assert three["bitrate_bps"] == pytest.approx(3 * 4 * 16000 / HOP)
     for model in (one, three):
         assert len(model["codebook_perplexity_over_size"]) == N
         assert all(0 < p <= 1 for p in model["codebook_perplexity_over_size"])
