@@ -14,13 +14,10 @@ MINUTES=${3:-20}
 STAGE=${4:-all}
 WORK=${WORK:-.cache/discrete}
 RESULTS=benchmarks/results/discrete_${MINUTES}min
-mkdir -p "$WORK/train" "$WORK/heldout_phrases" "$WORK/unseen_notes"
-for f in "$DEV"/phrases/*.flac; do
-    case "$(basename "$f")" in
-        "$HELD_OUT"_*) ln -sf "$(realpath "$f")" "$WORK/heldout_phrases/" ;;
-        *) ln -sf "$(realpath "$f")" "$WORK/train/" ;;
-    esac
-done
+# shellcheck source=benchmarks/split_phrases.sh
+source benchmarks/split_phrases.sh
+split_phrases "$DEV" "$HELD_OUT" "$WORK"
+mkdir -p "$WORK/unseen_notes"
 for f in "$DEV"/notes/*_0[67]?_085.flac; do ln -sf "$(realpath "$f")" "$WORK/unseen_notes/"; done
 [ -f "$WORK/db/index.json" ] || .venv/bin/python scripts/preprocess.py "$WORK/train" --output "$WORK/db" --quiet
 train() {  # NAME, extra arguments

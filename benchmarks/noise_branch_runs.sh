@@ -17,13 +17,10 @@ STAGE=${4:-all}
 NAME=${NAME:-small}
 WORK=${WORK:-.cache/noise}
 RESULTS=benchmarks/results/noise_branch_${MINUTES}min
-mkdir -p "$WORK/train" "$WORK/heldout_phrases" "$WORK/heldout_notes"
-for f in "$DEV"/phrases/*.flac; do
-    case "$(basename "$f")" in
-        "$HELD_OUT"_*) ln -sf "$(realpath "$f")" "$WORK/heldout_phrases/" ;;
-        *) ln -sf "$(realpath "$f")" "$WORK/train/" ;;
-    esac
-done
+# shellcheck source=benchmarks/split_phrases.sh
+source benchmarks/split_phrases.sh
+split_phrases "$DEV" "$HELD_OUT" "$WORK"
+mkdir -p "$WORK/heldout_notes"
 for f in "$DEV"/notes/"$HELD_OUT"_*_085.flac; do ln -sf "$(realpath "$f")" "$WORK/heldout_notes/"; done
 if [ "$STAGE" = ours ] || [ "$STAGE" = all ]; then
     .venv/bin/python scripts/preprocess.py "$WORK/train" --output "$WORK/db" --overwrite --quiet
