@@ -12,6 +12,9 @@ model's PCA coordinates (dimension 0 varies most in the training data). Audio is
 as 32-bit float WAV at the model's rate, figures as PNG; every file written is listed.
 plot draws the file, its reconstruction and the reconstruction's filtered-noise branch alone
 (its energy share in dB in the title; left out for a model without noise_level).
+A discrete model (configs/discrete.yaml) is explored through its quantized latent: encodings
+land on its codes, while sweeps, walks and prior samples move freely between them (the
+decoder was trained on the codes only, and such a model has no N(0, I) prior).
 """
 import argparse
 import sys
