@@ -92,7 +92,8 @@ class Codec:
 
     def decode(self, latents: Sequence[Tensor]) -> List[Tensor]:
         """``[Z, L]`` each -> audio ``[C, L * hop]`` each."""
-        return self._windowed(list(latents), 1, self._decode_from, aligned=True)
+        return self._windowed(list(latents), 1, lambda x, start: self._decode_from(self.model.decode, x, start),
+                              aligned=True)
 
     def encode_codes(self, audios: Sequence[Tensor]) -> List[Tensor]:
         """``[C, T]`` each -> integer codes ``[N, ceil(T / hop)]`` each (discrete models)."""
@@ -102,19 +103,16 @@ class Codec:
 
     def decode_codes(self, codes: Sequence[Tensor]) -> List[Tensor]:
         """Integer codes ``[n, L]`` each (first ``n`` codebooks) -> audio ``[C, L * hop]`` each."""
-        return self._windowed(list(codes), 1, lambda x, start: self._from(start, self.model.decode_codes, x),
+        return self._windowed(list(codes), 1, lambda x, start: self._decode_from(self.model.decode_codes, x, start),
                               aligned=True)
 
     def reconstruct(self, audios: Sequence[Tensor]) -> List[Tensor]:
         """``[C, T]`` each -> ``[C, T]`` each: decode(encode(audio)), cropped to the input length."""
         return [out[:, : audio.shape[-1]] for audio, out in zip(audios, self.decode(self.encode(audios)))]
 
-    def _decode_from(self, latent: Tensor, start: int) -> Tensor:
-        """``[B, Z, L] -> [B, C, L * hop]``, the noise table read from latent frame ``start`` on."""
-        return self._from(start, self.model.decode, latent)
-
-    def _from(self, start: int, decode: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        """``decode(x)`` with the noise table read from latent frame ``start`` on."""
+    def _decode_from(self, decode: Callable[[Tensor], Tensor], x: Tensor, start: int) -> Tensor:
+        """``decode(x)`` (latents or codes ``[B, D, L]`` -> ``[B, C, L * hop]``) with the noise table
+        read from latent frame ``start`` on."""
         saved = [source.position.clone() for source in self.noise]
         for source in self.noise:
             source.position.fill_(start * self.noise_per_frame)

@@ -15,7 +15,6 @@ fingerprint, which decoding checks.
 """
 import argparse
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -170,13 +169,12 @@ def latent_info(model: AutoEncoder, latent: Tensor, info: dict) -> dict:
 
 def code_info(model: AutoEncoder, codes: Tensor, info: dict) -> dict:
     """The sidecar of codes ``[n, L]`` encoded from ``info``'s audio."""
-    bits = math.log2(model.codebook_size)
     return {
         "source": info["source"], "model": str(model.source),
         "codes": f"codes of the first {codes.shape[0]} codebooks (rows), one per latent frame (columns)",
         "codebooks": int(codes.shape[0]), "model_codebooks": model.n_codebooks,
         "codebook_size": model.codebook_size, "fingerprint": model.fingerprint,
-        "bitrate_bps": codes.shape[0] * bits * model.frame_rate, "frames": int(codes.shape[-1]),
+        "bitrate_bps": model.bitrate * codes.shape[0] / model.n_codebooks, "frames": int(codes.shape[-1]),
         "sample_rate": model.sample_rate, "hop_length": model.hop_length, "frame_rate": model.frame_rate,
         "channels": model.channels, "length": info["length"], "source_sample_rate": info["source_sample_rate"],
     }

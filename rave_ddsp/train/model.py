@@ -258,13 +258,13 @@ class RAVE(L.LightningModule):
 
     def bottleneck(self, mean: Tensor, scale: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The latent the decoder gets and the bottleneck's loss terms: a posterior sample and
-        ``kl`` (vae), or the quantized encoder output, ``commitment``, ``codebook`` and the
-        ``codes [B, N, L]`` (rvq; quantizer dropout and dead-code restarts in training mode)."""
+        ``kl`` (vae), or the quantized encoder output, ``commitment`` and ``codebook`` (rvq;
+        quantizer dropout and dead-code restarts in training mode)."""
         if self.quantizer is None:
             z, kl = reparametrize(mean, scale)
             return z, {"kl": kl}
-        z, codes, commitment, codebook = self.quantizer(mean)
-        return z, {"commitment": commitment, "codebook": codebook, "codes": codes}
+        z, _, commitment, codebook = self.quantizer(mean)
+        return z, {"commitment": commitment, "codebook": codebook}
 
     def latent(self, mean: Tensor) -> Tensor:
         """The deterministic latent of an encoding: the posterior mean, or its quantization (all codebooks)."""
@@ -368,7 +368,6 @@ class RAVE(L.LightningModule):
         with torch.set_grad_enabled(not phase2):
             bands, mean, scale = self.encode(audio)
             z, bottleneck_terms = self.bottleneck(mean, scale)
-        bottleneck_terms.pop("codes", None)
         waveform, noise, magnitudes = self.decoder.branches(z)
         terms = self.spectral_loss(audio, bands, waveform, noise, magnitudes)
         terms.update(bottleneck_terms)
