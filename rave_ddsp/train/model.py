@@ -63,7 +63,8 @@ class RAVE(L.LightningModule):
     """Multiband VAE with a filtered-noise branch, trained in two phases.
 
     Signal: ``sample_rate``, ``channels`` (C), ``n_bands`` (M, PQMF; 1 disables it),
-    ``pqmf_attenuation`` (dB). Architecture: see :class:`VariationalEncoder` and
+    ``pqmf_attenuation`` (dB), ``pqmf_taps`` (prototype length; 0: the shortest reaching the
+    attenuation, else a shorter, lower-delay bank: see :func:`rave_ddsp.dsp.pqmf.design_prototype`). Architecture: see :class:`VariationalEncoder` and
     :class:`Decoder` for ``hidden_channels``, ``ratios``, ``kernel_size``, ``dilations``,
     ``activation``, ``encoder_input_mu`` (mu-law companding of the encoder's input),
     ``noise_bands``, ``noise_ratios``, ``decoder_initial_gain_db`` (the waveform head's
@@ -96,6 +97,7 @@ class RAVE(L.LightningModule):
         channels: int = 1,
         n_bands: int = 16,
         pqmf_attenuation: float = 100.0,
+        pqmf_taps: int = 0,
         latent_size: int = 128,
         hidden_channels: Sequence[int] = (64, 128, 256, 512, 512),
         ratios: Sequence[int] = (4, 4, 4, 2),
@@ -157,7 +159,7 @@ class RAVE(L.LightningModule):
         if adversarial_loss not in ADVERSARIAL_LOSSES:
             raise ValueError(f"adversarial_loss must be one of {sorted(ADVERSARIAL_LOSSES)}, got {adversarial_loss!r}")
         band_channels = channels * n_bands
-        self.pqmf = PQMF(n_bands, pqmf_attenuation, streaming=streaming)
+        self.pqmf = PQMF(n_bands, pqmf_attenuation, streaming=streaming, n_taps=pqmf_taps)
 
         def build(max_centred_period: Optional[int], streaming: bool):
             architecture = dict(channels=hidden_channels, ratios=ratios, kernel_size=kernel_size, dilations=dilations,

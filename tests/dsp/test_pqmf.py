@@ -202,6 +202,29 @@ def test_one_band_is_the_identity():
         torch.testing.assert_close(pqmf.inverse(x), x, rtol=0, atol=0)
 
 
+def test_a_given_length_gets_the_best_reconstruction_its_stopband_allows():
+    """The lower-delay bank of configs/live.yaml: 159 taps for 16 bands, stopband at least 65 dB; every
+    fit that meets the stopband reconstructs worse than the one chosen, and the measured round trip follows."""
+    from rave_ddsp.dsp.pqmf import _fit_slepian
+
+    prototype = design_prototype(16, 65.0, 159)
+    chosen = reconstruction_snr(prototype, 16)
+    assert len(prototype) == 159 and peak_stopband_db(prototype, 16) <= -65.0
+    assert chosen > 66.0  # 62.1 dB for the automatic rule's fit (3 sequences) at a 60 dB stopband
+    for n_slepians in range(1, 5):
+        fit = _fit_slepian(16, 159, n_slepians, 65.0)
+        if peak_stopband_db(fit, 16) <= -65.0:
+            assert reconstruction_snr(fit, 16) <= chosen + 1e-9
+    pqmf = PQMF(16, 65.0, n_taps=159).double()
+    x = as_tensor(np.random.default_rng(0).standard_normal(N_SAMPLES))
+    with torch.no_grad():
+        y = pqmf.inverse(pqmf(x))
+    crop = pqmf.n_taps
+    measured = snr_db(x[..., crop:-crop].numpy(), y[..., crop:-crop].numpy())
+    assert abs(measured - chosen) < 1.5
+    assert (pqmf.analysis_delay, pqmf.synthesis_delay) == (64, 80)
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 
