@@ -5,7 +5,8 @@
 
 --streaming builds the version for real-time use in nn~ (state carried between buffers;
 its delay is printed in samples and ms). Without it, each call is independent (offline use,
-scripts). --host-buffer adds the buffering of a host that runs the model block by block.
+scripts). --host-buffer N adds what nn~ with buffer N adds: two buffers (one filling, one being
+computed on nn~'s thread), or one hop with N = 0 (nn~'s no-thread mode).
 """
 import argparse
 import sys
@@ -29,10 +30,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--channels", type=int,
                         help="channels of the export (default: the model's; a mono model codes each one alone)")
     parser.add_argument("--host-buffer", type=int, metavar="SAMPLES",
-                        help="also print the delay a player hears with this host buffer size (nn~'s buffer argument)")
+                        help="also print the delay a player hears in nn~ with this buffer argument (0: no-thread mode)")
     args = parser.parse_args(argv)
-    if args.host_buffer is not None and args.host_buffer < 1:
-        parser.error(f"--host-buffer {args.host_buffer}: expected a buffer size of 1 sample or more")
+    if args.host_buffer is not None and args.host_buffer < 0:
+        parser.error(f"--host-buffer {args.host_buffer}: expected nn~'s buffer argument, 0 or more samples")
     summary = export(args.source, args.output, streaming=args.streaming, latent_size=args.latent_size,
                      fidelity=args.fidelity, channels=args.channels)
     print(summary.describe(args.host_buffer))

@@ -315,11 +315,29 @@ class ExportSummary:
     bitrate: float = 0.0
     """Bits per second of the codes with every codebook (discrete models)."""
 
+    def nn_tilde_buffering(self, buffer: int) -> Tuple[int, int]:
+        """``(buffer nn~ uses, samples its buffering adds)`` for nn~'s buffer argument ``buffer``.
+
+        nn~ 1.6 raises a buffer below the hop (or 0) to the hop and rounds others up to a power of
+        two. With a buffer argument it runs the model on a compute thread: a buffer of input fills
+        while the previous one is computed, so its output comes two buffers after its input; with 0
+        it computes in the audio callback, one buffer (the hop) after.
+        """
+        used = self.hop_length if buffer < self.hop_length else 1 << (buffer - 1).bit_length()
+        return used, used if buffer == 0 else 2 * used
+
     def describe(self, host_buffer: Optional[int] = None) -> str:
-        """What was written; with ``host_buffer`` (samples), also the delay a player hears in a host
-        that processes audio in blocks of that size (one block of input waits before the model runs)."""
+        """What was written; with ``host_buffer`` (nn~'s buffer argument, samples), also the delay a
+        player hears in nn~ (see :meth:`nn_tilde_buffering`)."""
         delay_ms = 1000.0 * self.delay / self.sample_rate
         methods = ", ".join(f"{name} [{p[0]} ch /{p[1]}] -> [{p[2]} ch /{p[3]}]" for name, p in self.methods.items())
+        heard = []
+        if host_buffer is not None:
+            used, added = self.nn_tilde_buffering(host_buffer)
+            how = "no compute thread: one buffer" if host_buffer == 0 else "one buffer filling, one computing"
+            heard = [f"  in nn~ with buffer {host_buffer} (uses {used}; {how}: +{added} samples): "
+                     f"{self.delay + added} samples ({1000.0 * (self.delay + added) / self.sample_rate:.1f} ms) "
+                     "from input to output"]
         return "\n".join([
             f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB, {'streaming' if self.streaming else 'non-streaming'})",
             f"  sample rate {self.sample_rate} Hz, {self.channels} channel(s), hop {self.hop_length} samples",
@@ -327,9 +345,7 @@ class ExportSummary:
             f"  latent size kept: {self.latent_size} of {self.full_latent_size} (fidelity {self.fidelity:.3f})",
             f"  algorithmic delay of forward: {self.delay} samples ({delay_ms:.1f} ms at {self.sample_rate} Hz)"
             + ("" if self.streaming else " (each call is independent: not for streaming)"),
-            *([] if host_buffer is None else [
-                f"  with a host buffer of {host_buffer} samples: {self.delay + host_buffer} samples "
-                f"({1000.0 * (self.delay + host_buffer) / self.sample_rate:.1f} ms) from input to output"]),
+            *heard,
             *([] if not self.n_codebooks else [
                 f"  discrete codes (encode_codes, decode_codes): {self.n_codebooks} codebooks, "
                 f"{self.bitrate / 1000:.2f} kbps with all ({self.bitrate / self.n_codebooks / 1000:.2f} kbps each)"]),

@@ -214,8 +214,16 @@ def test_export_script_prints_what_it_wrote(runs, tmp_path):
         assert fragment in result.stdout
     delay = int(re.search(r"algorithmic delay of forward: (\d+) samples \((\d+\.\d) ms at 16000 Hz\)",
                           result.stdout).group(1))
-    total = delay + 512
-    assert f"with a host buffer of 512 samples: {total} samples ({1000 * total / 16000:.1f} ms)" in result.stdout
+    total = delay + 2 * 512  # nn~'s compute thread: one buffer filling, one being computed
+    assert (f"in nn~ with buffer 512 (uses 512; one buffer filling, one computing: +1024 samples): {total} samples "
+            f"({1000 * total / 16000:.1f} ms)") in result.stdout
+    result = run_export_script(runs["stereo-causal"], "--output", tmp_path / "m.ts", "--streaming",
+                               "--host-buffer", "0")
+    assert f"in nn~ with buffer 0 (uses 32; no compute thread: one buffer: +32 samples): {delay + 32} samples" \
+        in result.stdout
+    result = run_export_script(runs["stereo-causal"], "--output", tmp_path / "m.ts", "--streaming",
+                               "--host-buffer", "300")  # nn~ rounds up to a power of two
+    assert f"in nn~ with buffer 300 (uses 512; one buffer filling, one computing: +1024 samples)" in result.stdout
 
 
 def test_bad_exports_fail_clearly_and_overwrite_nothing(runs, tmp_path, monkeypatch, capsys):
