@@ -6,6 +6,7 @@ none of its code is in this repository). Set the venv up with
 
     .cache/rave-venv/bin/python -m benchmarks.bench_rave_baseline [--buffers 300]
     .cache/rave-venv/bin/python -m benchmarks.bench_rave_baseline --export-only DIR   # used by compare_rave
+    .cache/rave-venv/bin/python -m benchmarks.bench_rave_baseline --export-only DIR --causal   # v2 + causal.gin
 
 What is built: an untrained ``rave.RAVE()`` from RAVE's own ``v2.gin`` (what ``rave train
 --config v2`` builds; speed does not depend on the weights), saved as a run folder
@@ -46,8 +47,9 @@ def rave_version() -> str:
     return version("acids-rave")
 
 
-def parse_rave_config(config: str) -> None:
-    """Parse one of RAVE's own gin configs by name (``"v2"``, ``"v2_small"`` ...) into a clear gin state."""
+def parse_rave_config(config: str, *overlays: str) -> None:
+    """Parse one of RAVE's own gin configs by name (``"v2"``, ``"v2_small"`` ...), then ``overlays``
+    (``"causal"`` ...), into a clear gin state, as ``rave train --config v2 --config causal`` does."""
     import gin
     import rave  # noqa: F401  registers RAVE's config folder as a gin search path
 
@@ -58,7 +60,8 @@ def parse_rave_config(config: str) -> None:
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
     importlib.invalidate_caches()
     try:
-        gin.parse_config_file(f"{config}.gin")
+        for name in (config, *overlays):
+            gin.parse_config_file(f"{name}.gin")
     finally:
         sys.path[:] = saved
 
@@ -76,28 +79,31 @@ def export_run(run: Path, output: Path, name: str, streaming: bool, env: Optiona
     return output / f"{name}{'_streaming' if streaming else ''}.ts"
 
 
-def make_run(run: Path, seed: int = 0) -> None:
+def make_run(run: Path, seed: int = 0, causal: bool = False) -> None:
     """An untrained RAVE v2 run folder as RAVE's training leaves it: ``config.gin`` and a checkpoint."""
     import rave
 
-    parse_rave_config(RAVE_CONFIG)
+    overlays = ("causal",) if causal else ()
+    parse_rave_config(RAVE_CONFIG, *overlays)
     torch.manual_seed(seed)
     model = rave.RAVE()
     ckpt_dir = run / "version_0" / "checkpoints"
     ckpt_dir.mkdir(parents=True)
     torch.save({"state_dict": model.state_dict()}, ckpt_dir / "untrained.ckpt")
-    (run / "config.gin").write_text(f'include "configs/{RAVE_CONFIG}.gin"\n')
+    (run / "config.gin").write_text("".join(f'include "configs/{name}.gin"\n' for name in (RAVE_CONFIG, *overlays)))
 
 
-def export_rave(out_dir: Path) -> Dict[str, Path]:
-    """Export the untrained v2 run with RAVE's own ``scripts/export.py``, streaming and offline."""
+def export_rave(out_dir: Path, causal: bool = False) -> Dict[str, Path]:
+    """Export the untrained v2 run (``causal``: with RAVE's ``causal.gin``) with RAVE's own
+    ``scripts/export.py``, streaming and offline."""
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    name = NAME + ("_causal" if causal else "")
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        make_run(run)
-        return {"streaming": export_run(run, out_dir, NAME, streaming=True),
-                "offline": export_run(run, out_dir, NAME, streaming=False)}
+        make_run(run, causal=causal)
+        return {"streaming": export_run(run, out_dir, name, streaming=True),
+                "offline": export_run(run, out_dir, name, streaming=False)}
 
 
 def describe_export(module: torch.nn.Module) -> Dict[str, object]:
@@ -116,11 +122,12 @@ def main() -> None:
     parser.add_argument("--offline-calls", type=int, default=3)
     parser.add_argument("--export-only", type=Path, default=None, metavar="DIR",
                         help="only export to DIR and print the paths as JSON")
+    parser.add_argument("--causal", action="store_true", help="with --export-only: v2 with RAVE's causal.gin")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     if args.export_only is not None:
-        paths = export_rave(args.export_only)
+        paths = export_rave(args.export_only, causal=args.causal)
         print(json.dumps({"rave_version": rave_version(), **{k: str(p) for k, p in paths.items()}}))
         return
 

@@ -44,14 +44,16 @@ RAVE_PYTHON = REPO / ".cache" / "rave-venv" / "bin" / "python"
 NAMES = ("rave", "ours")
 
 
-def export_rave(export_dir: Path, reuse: bool) -> Dict[str, object]:
-    paths = {"streaming": export_dir / "rave_v2_streaming.ts", "offline": export_dir / "rave_v2.ts"}
+def export_rave(export_dir: Path, reuse: bool, causal: bool = False) -> Dict[str, object]:
+    """The official RAVE v2's exports (``causal``: with its ``causal.gin``), made in RAVE's venv."""
+    stem = "rave_v2_causal" if causal else "rave_v2"
+    paths = {"streaming": export_dir / f"{stem}_streaming.ts", "offline": export_dir / f"{stem}.ts"}
     if reuse and all(p.exists() for p in paths.values()):
         return {"rave_version": "2.3.1 (reused export)", **paths}
     if not RAVE_PYTHON.exists():
         raise SystemExit(f"{RAVE_PYTHON} not found: set RAVE's venv up first (bash benchmarks/setup_rave_venv.sh)")
     command = [str(RAVE_PYTHON), "-W", "ignore", "-m", "benchmarks.bench_rave_baseline",
-               "--export-only", str(export_dir)]
+               "--export-only", str(export_dir)] + (["--causal"] if causal else [])
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     if done.returncode != 0:
@@ -70,16 +72,21 @@ def export_ours_cached(config: Path, export_dir: Path, reuse: bool) -> Dict[str,
     return export_ours(config, export_dir)
 
 
-def interleaved_buffers(models: Dict[str, torch.nn.Module], rounds: int, block: int) -> Dict[str, List[float]]:
-    feeds = {name: BufferFeed(module) for name, module in models.items()}
+def interleaved_feeds(feeds: Dict[str, BufferFeed], rounds: int, block: int) -> Dict[str, List[float]]:
+    """Seconds per call of each feed: after WARMUP calls each, ``rounds`` rounds of ``block`` calls per
+    feed, the order reversed every other round, so that a shared machine's load falls on all alike."""
     for feed in feeds.values():
         feed.run(WARMUP)
-    times: Dict[str, List[float]] = {name: [] for name in models}
-    order = list(models)
+    times: Dict[str, List[float]] = {name: [] for name in feeds}
+    order = list(feeds)
     for r in range(rounds):
         for name in (order if r % 2 == 0 else order[::-1]):
             times[name] += feeds[name].run(block)
     return times
+
+
+def interleaved_buffers(models: Dict[str, torch.nn.Module], rounds: int, block: int) -> Dict[str, List[float]]:
+    return interleaved_feeds({name: BufferFeed(module) for name, module in models.items()}, rounds, block)
 
 
 def interleaved_offline(models: Dict[str, torch.nn.Module], calls: int) -> Dict[str, object]:

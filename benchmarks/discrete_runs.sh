@@ -17,9 +17,8 @@ RESULTS=benchmarks/results/discrete_${MINUTES}min
 # shellcheck source=benchmarks/split_phrases.sh
 source benchmarks/split_phrases.sh
 split_phrases "$DEV" "$HELD_OUT" "$WORK"
-mkdir -p "$WORK/unseen_notes"
-for f in "$DEV"/notes/*_0[67]?_085.flac; do ln -sf "$(realpath "$f")" "$WORK/unseen_notes/"; done
-[ -f "$WORK/db/index.json" ] || .venv/bin/python scripts/preprocess.py "$WORK/train" --output "$WORK/db" --quiet
+unseen_notes "$DEV" "$WORK"
+preprocess_once "$WORK"
 train() {  # NAME, extra arguments
     local name=$1; shift
     .venv/bin/python scripts/train.py --config configs/small.yaml "$@" --data.path "$WORK/db" --name "$name" \

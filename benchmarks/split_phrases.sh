@@ -1,4 +1,4 @@
-# Sourced by the benchmark run scripts: split_phrases DEV HELD_OUT WORK links the dev phrases of every
+# Sourced by the benchmark run scripts. split_phrases DEV HELD_OUT WORK links the dev phrases of every
 # instrument but HELD_OUT into WORK/train and HELD_OUT's into WORK/heldout_phrases.
 split_phrases() {
     local dev=$1 held_out=$2 work=$3 f
@@ -9,4 +9,17 @@ split_phrases() {
             *) ln -sf "$(realpath "$f")" "$work/train/" ;;
         esac
     done
+}
+
+# unseen_notes DEV WORK links the dev notes of every instrument at MIDI 60-79, velocity 85, into
+# WORK/unseen_notes (the runs train on phrases only, so they hear none of these).
+unseen_notes() {
+    local dev=$1 work=$2 f
+    mkdir -p "$work/unseen_notes"
+    for f in "$dev"/notes/*_0[67]?_085.flac; do ln -sf "$(realpath "$f")" "$work/unseen_notes/"; done
+}
+
+# preprocess_once WORK writes the store WORK/db from WORK/train unless it is there already.
+preprocess_once() {
+    [ -f "$1/db/index.json" ] || .venv/bin/python scripts/preprocess.py "$1/train" --output "$1/db" --quiet
 }

@@ -14,7 +14,7 @@ from nn_client import parse_report, run_nn_client
 from helpers import ROOT
 
 pytestmark = pytest.mark.slow  # builds and runs nn_client on every shipped config
-CASES = [(config, channels, streaming) for config in ("demo", "small", "v2") for channels in (1, 2)
+CASES = [(config, channels, streaming) for config in ("demo", "small", "v2", "live") for channels in (1, 2)
          for streaming in (False, True)]
 
 

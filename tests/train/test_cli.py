@@ -44,18 +44,20 @@ def run_main(args, monkeypatch, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("configs,hop", [(["demo"], 256), (["small"], 1024), (["v2"], 2048),
-                                          (["small", "causal"], 1024), (["small", "discrete"], 1024)],
-                         ids=["demo", "small", "v2", "small+causal", "small+discrete"])
+                                          (["small", "causal"], 1024), (["small", "discrete"], 1024),
+                                          (["live"], 128)],
+                         ids=["demo", "small", "v2", "small+causal", "small+discrete", "live"])
 def test_every_shipped_config_parses_and_trains_a_step(configs, hop, tmp_path):
     config_args = [arg for name in configs for arg in ("--config", str(ROOT / "configs" / f"{name}.yaml"))]
     cli = TrainingCLI(args=[*config_args, "--name", "run", "--runs_root", str(tmp_path), "--trainer.max_steps", "1",
                             "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1",
-                            "--data.batch_size", "1", "--data.n_signal", str(8 * hop), "--trainer.accelerator", "cpu",
+                            "--data.batch_size", "1", "--data.n_signal", str(max(8 * hop, 2048)),
+                            "--trainer.accelerator", "cpu",
                             *QUICK])
     cli.fit()
     run = tmp_path / "run"
     assert cli.trainer.global_step == 1
-    assert cli.model.hparams.causal == ("causal" in configs)
+    assert cli.model.hparams.causal == ("causal" in configs or "live" in configs)
     assert cli.model.discrete == ("discrete" in configs)
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert list(run.glob("events.out.tfevents.*"))
@@ -80,7 +82,7 @@ def test_tensorboard_gets_losses_rates_norms_audio_and_images(tmp_path):
 
 
 def test_every_config_file_is_tested():
-    tested = {"demo", "small", "v2", "causal", "discrete"}
+    tested = {"demo", "small", "v2", "causal", "discrete", "live"}
     assert {path.stem for path in (ROOT / "configs").glob("*.yaml")} == tested
 
 
