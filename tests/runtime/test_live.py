@@ -64,11 +64,15 @@ def test_live_receptive_field_holds_an_attack():
     assert span >= 0.5 * model.hparams.sample_rate
 
 
+CASES = {1: ((128, 8), (2048, 1)), 2: tuple(zip(BUFFERS, (8, 1, 2, 4, 8)))}  # channels: (buffer, voices), ...
+
+
 @pytest.mark.parametrize("channels", [1, 2], ids=["mono", "stereo"])
 def test_live_export_streams_at_every_buffer_and_voice_count(live_exports, nn_client_bin, channels):
-    # voices vary with the buffer so that 1 to 8 are all covered; --compare-offline: buffer by buffer == one call
-    for buffer, voices in zip(BUFFERS, (8, 1, 2, 4, 8)):
-        result = run_nn_client(live_exports[channels, True], "--threads", "1", "--seconds", "1", "--buffer",
+    # stereo: every buffer, voices varying so that 1 to 8 are covered; mono: the extremes.
+    # --compare-offline: buffer by buffer == one call
+    for buffer, voices in CASES[channels]:
+        result = run_nn_client(live_exports[channels, True], "--threads", "1", "--seconds", "0.5", "--buffer",
                                str(buffer), "--batch", str(voices), "--compare-offline", binary=nn_client_bin)
         report = parse_report(result.stdout)
         assert report.ok, f"buffer {buffer}, {voices} voices:\n" + result.stdout[-3000:]
@@ -96,9 +100,8 @@ def test_live_streaming_is_the_offline_export_delayed_by_the_reported_delay(live
 
 
 def test_live_export_runs_in_libtorch_251(live_exports, nn_client_251):
-    for channels in (1, 2):
-        for buffer, voices in ((128, 8), (2048, 1)):
-            result = run_nn_client(live_exports[channels, True], "--threads", "1", "--seconds", "1", "--buffer",
-                                   str(buffer), "--batch", str(voices), "--compare-offline", binary=nn_client_251)
-            assert parse_report(result.stdout).ok, result.stdout[-3000:]
-            assert result.stdout.count("identical within tolerance at lag 0") == 3
+    for channels, buffer, voices in ((1, 128, 8), (2, 2048, 1)):
+        result = run_nn_client(live_exports[channels, True], "--threads", "1", "--seconds", "0.5", "--buffer",
+                               str(buffer), "--batch", str(voices), "--compare-offline", binary=nn_client_251)
+        assert parse_report(result.stdout).ok, result.stdout[-3000:]
+        assert result.stdout.count("identical within tolerance at lag 0") == 3
