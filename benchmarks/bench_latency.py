@@ -48,6 +48,7 @@ import torch
 from benchmarks.bench_stream import load_model_args
 from benchmarks.common import write_results
 from benchmarks.compare_rave import export_rave
+from rave_ddsp.runtime.export import nn_tilde_buffering
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "nn_client"))  # the nn~ driver is a tool, not installed
@@ -144,8 +145,8 @@ def measure_pair(paths: Dict[str, Path], hop: int, rate: int, reported: Optional
                "next_best_error": found["next_best_error"], "correlation_delay": correlated["lag"],
                "correlation_peak": correlated["peak"], "correlation_next_peak": correlated["next_peak"],
                "delay": delay, "method": "exact" if exact else "correlation" if sharp else None,
-               "in_nn_tilde": None if delay is None else delay + 2 * buffer,
-               "in_nn_tilde_ms": None if delay is None else 1000.0 * (delay + 2 * buffer) / rate}
+               "in_nn_tilde": None if delay is None else delay + nn_tilde_buffering(buffer, hop)[1]}
+        row["in_nn_tilde_ms"] = None if delay is None else 1000.0 * row["in_nn_tilde"] / rate
         if binary is not None:
             row["nn_client_251_delay"] = nn_client_lag(binary, paths["streaming"], paths["offline"], buffer, seconds,
                                                        max_lag)
@@ -157,7 +158,7 @@ def measure_pair(paths: Dict[str, Path], hop: int, rate: int, reported: Optional
               f"{correlated['peak']:.2f}, next {correlated['next_peak']:.2f}){client}; "
               + ("no method finds the delay (outputs differ beyond a delay; correlation peak not sharp)"
                  if delay is None
-                 else f"in nn~ (+2 buffers) {row['in_nn_tilde']} samples ({row['in_nn_tilde_ms']:.1f} ms)"))
+                 else f"in nn~ {row['in_nn_tilde']} samples ({row['in_nn_tilde_ms']:.1f} ms)"))
     return rows
 
 

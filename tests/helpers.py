@@ -36,6 +36,21 @@ def train_checkpoint(folder: Path, **overrides) -> Path:
     return path
 
 
+def assert_streams_as_one_call_delayed(streaming: Path, offline: Path, audio: torch.Tensor, delay: int, chunk: int,
+                                       settle: int):
+    """Buffer-by-buffer (``chunk`` samples) ``forward`` of the streaming export equals the offline export's one
+    call on ``audio [1, C, T]``, ``delay`` samples later, once ``settle`` samples have passed; returns both
+    outputs ``(streamed, one_call)``."""
+    stream, reference = torch.jit.load(str(streaming)), torch.jit.load(str(offline))
+    with torch.no_grad():
+        streamed = torch.cat([stream.forward(c) for c in audio.split(chunk, -1)], -1)
+        one_call = reference.forward(audio)
+    expected = one_call[..., settle:one_call.shape[-1] - delay]
+    error = streamed[..., delay + settle:] - expected
+    assert float(error.pow(2).mean() / expected.pow(2).mean()) < 1e-8
+    return streamed, one_call
+
+
 def write_tone(path: Path, seconds: float, rate: int, channels: int = 1, frequency: float = 440.0) -> np.ndarray:
     """A decaying harmonic tone with a little noise, ``[T, channels]``, written with soundfile."""
     t = np.arange(int(seconds * rate)) / rate

@@ -292,6 +292,19 @@ class DiscreteExportedModel(ExportedModel):
 
 
 # ------------------------------------------------------------------------ building --
+def nn_tilde_buffering(buffer: int, hop: int) -> Tuple[int, int]:
+    """``(buffer nn~ uses, samples its buffering adds)`` for nn~'s buffer argument ``buffer`` and a
+    model of hop ``hop``.
+
+    nn~ 1.6 raises a buffer below the hop (or 0) to the hop and rounds others up to a power of
+    two. With a buffer argument it runs the model on a compute thread: a buffer of input fills
+    while the previous one is computed, so its output comes two buffers after its input; with 0
+    it computes in the audio callback, one buffer (the hop) after.
+    """
+    used = hop if buffer < hop else 1 << (buffer - 1).bit_length()
+    return used, used if buffer == 0 else 2 * used
+
+
 @dataclass
 class ExportSummary:
     """What :func:`export` wrote."""
@@ -315,25 +328,14 @@ class ExportSummary:
     bitrate: float = 0.0
     """Bits per second of the codes with every codebook (discrete models)."""
 
-    def nn_tilde_buffering(self, buffer: int) -> Tuple[int, int]:
-        """``(buffer nn~ uses, samples its buffering adds)`` for nn~'s buffer argument ``buffer``.
-
-        nn~ 1.6 raises a buffer below the hop (or 0) to the hop and rounds others up to a power of
-        two. With a buffer argument it runs the model on a compute thread: a buffer of input fills
-        while the previous one is computed, so its output comes two buffers after its input; with 0
-        it computes in the audio callback, one buffer (the hop) after.
-        """
-        used = self.hop_length if buffer < self.hop_length else 1 << (buffer - 1).bit_length()
-        return used, used if buffer == 0 else 2 * used
-
     def describe(self, host_buffer: Optional[int] = None) -> str:
         """What was written; with ``host_buffer`` (nn~'s buffer argument, samples), also the delay a
-        player hears in nn~ (see :meth:`nn_tilde_buffering`)."""
+        player hears in nn~ (see :func:`nn_tilde_buffering`)."""
         delay_ms = 1000.0 * self.delay / self.sample_rate
         methods = ", ".join(f"{name} [{p[0]} ch /{p[1]}] -> [{p[2]} ch /{p[3]}]" for name, p in self.methods.items())
         heard = []
         if host_buffer is not None:
-            used, added = self.nn_tilde_buffering(host_buffer)
+            used, added = nn_tilde_buffering(host_buffer, self.hop_length)
             how = "no compute thread: one buffer" if host_buffer == 0 else "one buffer filling, one computing"
             heard = [f"  in nn~ with buffer {host_buffer} (uses {used}; {how}: +{added} samples): "
                      f"{self.delay + added} samples ({1000.0 * (self.delay + added) / self.sample_rate:.1f} ms) "

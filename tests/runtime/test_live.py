@@ -10,7 +10,7 @@ from nn_client import parse_report, run_nn_client
 from rave_ddsp.runtime.export import build
 from rave_ddsp.train.cli import model_from_config
 
-from helpers import ROOT
+from helpers import ROOT, assert_streams_as_one_call_delayed
 
 pytestmark = pytest.mark.slow  # builds and runs nn_client on the live exports
 LIVE = ROOT / "configs" / "live.yaml"
@@ -83,18 +83,13 @@ def test_live_export_streams_at_every_buffer_and_voice_count(live_exports, nn_cl
 
 def test_live_streaming_is_the_offline_export_delayed_by_the_reported_delay(live_exports):
     model = live_model(streaming=True)
-    stream, reference = torch.jit.load(str(live_exports[1, True])), torch.jit.load(str(live_exports[1, False]))
     samples = 1024 * 128
     audio = 0.3 * torch.sin(torch.linspace(0, 12000, samples)) ** 3 * torch.linspace(0.2, 1, samples)
-    audio = audio.reshape(1, 1, -1)
-    with torch.no_grad():
-        chunks = torch.cat([stream.forward(c) for c in audio.split(128, -1)], -1)
-        whole = reference.forward(audio)
     # before the signal, each offline layer sees zero padding, each streaming layer the previous layer's
     # answer to silence (biases); that start-up difference leaves within the receptive fields (~0.6 s each)
     delay, settle = model.forward_delay, 3 * 16384
-    error = chunks[..., delay + settle:] - whole[..., settle:whole.shape[-1] - delay]
-    assert float(error.pow(2).mean() / whole[..., settle:].pow(2).mean()) < 1e-8
+    chunks, whole = assert_streams_as_one_call_delayed(live_exports[1, True], live_exports[1, False],
+                                                       audio.reshape(1, 1, -1), delay, chunk=128, settle=settle)
     shifted = chunks[..., delay + settle - 16:-16] - whole[..., settle:whole.shape[-1] - delay]
     assert float(shifted.pow(2).mean() / whole[..., settle:].pow(2).mean()) > 1e-4  # the check can tell a lag
 
