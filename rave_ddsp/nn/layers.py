@@ -6,9 +6,9 @@ Every block takes the same three keyword arguments:
   version has no delay beyond the PQMF's. Otherwise padding is centred (better quality,
   but each layer's look-ahead becomes delay when streaming). The encoder and decoder can
   also make only their coarse-rate layers causal (:func:`padding_is_causal`).
-* ``streaming``: build with cached_conv's cached convolutions. The zero padding on the
-  left is replaced by the end of the previous call, so a signal fed in chunks gives the
-  same output as in one call; the look-ahead is turned into a delay.
+* ``streaming``: build with cached convolutions (:class:`CachedConv1d`). The zero padding
+  on the left is replaced by the end of the previous call, so a signal fed in chunks gives
+  the same output as in one call; the look-ahead is turned into a delay.
 * ``cumulative_delay``: the delay (in frames at the block's input rate) that the streaming
   version has already accumulated before this block. A strided convolution adds to it
   just enough to keep its output frames aligned with the non-streaming ones.
@@ -20,7 +20,7 @@ versions share parameter names, so one state dict loads into both.
 Convolutions use weight normalisation (a parametrization) during training;
 :func:`remove_weight_norm` folds it into plain weights before TorchScript export.
 """
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import cached_conv as cc
 import cached_conv.convs as cc_convs
@@ -114,12 +114,57 @@ class Conv1d(cc_convs.Conv1d):
         return convolve(nn.functional.pad(x, self._pad), self.weight, self.bias, self.stride[0], self.dilation[0])
 
 
-class CachedConv1d(cc_convs.CachedConv1d):
-    """cached_conv's streaming convolution (left context from the previous call), with :func:`convolve`."""
+class CachedConv1d(nn.Conv1d):
+    """A streaming convolution: the zero padding on the left is replaced by the end of the previous call.
+
+    One cache holds the last ``padding + stride_delay`` input samples (``stride_delay`` delays the input
+    so that a strided layer's output frames fall where the non-streaming ones do, see
+    :func:`streaming_delay`). Each call appends the new samples to the cache and reads the kernel's
+    taps straight out of that buffer as a strided view, ``[B, H_in * k, T_out]``, multiplied by the
+    weight viewed as ``[H_out, H_in * k]``: one batched GEMM. A streaming model calls every layer on a
+    few frames, so the number of operations per call, not their arithmetic, is what costs time; this
+    keeps it at ten per layer (two for a pointwise layer).
+
+    The cache is allocated on the first call with ``cached_conv.convs.MAX_BATCH_SIZE`` rows (the export
+    sets it) and a call of batch B uses its first B rows.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 padding: Tuple[int, int] = (0, 0), cumulative_delay: int = 0):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation)
+        self.stride_delay = (stride - (padding[1] + cumulative_delay) % stride) % stride
+        self.cumulative_delay = streaming_delay(padding[1], stride, cumulative_delay)
+        self.context = padding[0] + padding[1] + self.stride_delay
+        self.span = (kernel_size - 1) * dilation
+        self.initialized = 0
+        self.register_buffer("cache", torch.zeros(0), persistent=False)
+
+    @torch.jit.unused
+    @torch.no_grad()
+    def init_cache(self, x: Tensor) -> None:
+        self.cache = torch.zeros(cc_convs.MAX_BATCH_SIZE, x.shape[1], self.context, dtype=x.dtype, device=x.device)
+        self.initialized = 1
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.cache(self.downsampling_delay(x))
-        return convolve(x, self.weight, self.bias, self.stride[0], self.dilation[0])
+        if not self.initialized:
+            self.init_cache(x)
+        batch = x.shape[0]
+        if self.context > 0:
+            x = torch.cat([self.cache[:batch], x], -1)  # [B, H_in, context + T]
+            self.cache[:batch] = x[..., x.shape[-1] - self.context:]
+        kernel, stride = self.kernel_size[0], self.stride[0]
+        frames = (x.shape[-1] - self.stride_delay - self.span - 1) // stride + 1
+        if kernel > 1 or stride > 1:
+            step = x.stride(2)
+            taps = x.as_strided([batch, x.shape[1], kernel, frames],
+                                [x.stride(0), x.stride(1), self.dilation[0] * step, stride * step],
+                                x.storage_offset())  # [B, H_in, k, T_out], a view
+            x = taps.reshape(batch, x.shape[1] * kernel, frames)  # [B, H_in * k, T_out]
+        weight = self.weight.reshape(self.out_channels, -1).expand(batch, -1, -1)  # [B, H_out, H_in * k]
+        bias = self.bias
+        if bias is None:
+            return torch.bmm(weight, x)
+        return torch.baddbmm(bias.unsqueeze(-1), weight, x)  # [B, H_out, T_out]
 
 
 def streaming_delay(right_padding: int, stride: int, cumulative_delay: int) -> int:
@@ -150,11 +195,13 @@ class Snake(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+        # a tensor, not a Python float: adding a float converts it to a tensor on every call
+        self.register_buffer("epsilon", torch.tensor(1e-9), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         alpha = self.alpha
         wave = torch.sin(alpha * x)
-        return torch.addcdiv(x, wave * wave, alpha + 1e-9)
+        return torch.addcdiv(x, wave * wave, alpha + self.epsilon)
 
 
 def activation(name: str, channels: int) -> nn.Module:

@@ -35,7 +35,7 @@ from rave_ddsp.train.checkpoint import read_checkpoint
 from rave_ddsp.files import atomic_path
 from rave_ddsp.errors import UserError
 from rave_ddsp.train.latent import latent_size_for_fidelity
-from rave_ddsp.nn.layers import remove_weight_norm
+from rave_ddsp.nn.layers import CachedConv1d, remove_weight_norm
 from rave_ddsp.train.model import RAVE
 
 MAX_VOICES = cc.MAX_BATCH_SIZE
@@ -402,6 +402,8 @@ def reset_state(module: nn.Module) -> None:
     for child in module.modules():
         if isinstance(child, cc.CachedPadding1d) and hasattr(child, "pad"):
             child.pad.zero_()
+        if isinstance(child, CachedConv1d):
+            child.cache.zero_()
         if hasattr(child, "tail") and hasattr(child, "position"):  # FilteredNoise
             child.tail.zero_()
             child.position.fill_(-child.cumulative_delay if child.streaming else 0)

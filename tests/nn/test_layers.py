@@ -50,6 +50,28 @@ def test_streaming_equals_offline_after_the_reported_delay(causal):
     torch.testing.assert_close(chunks[..., delay + settle:], y[..., settle:y.shape[-1] - delay])
 
 
+@pytest.mark.parametrize("kernel,stride,dilation", [(3, 1, 81), (8, 4, 1), (3, 2, 1), (1, 1, 1), (1, 2, 1)])
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "centred"])
+def test_cached_conv_in_uneven_chunks_equals_conv1d(kernel, stride, dilation, causal):
+    torch.manual_seed(0)
+    offline = layers.conv1d(3, 5, kernel, stride=stride, dilation=dilation, causal=causal, cumulative_delay=3)
+    streaming = layers.conv1d(3, 5, kernel, stride=stride, dilation=dilation, causal=causal, streaming=True,
+                              cumulative_delay=3)
+    streaming.load_state_dict(offline.state_dict())
+    x = torch.randn(2, 3, 96 * stride)
+    late = nn.functional.pad(x, (3, 0))[..., :x.shape[-1]]  # what earlier streaming layers delayed by 3
+    sizes = [stride * n for n in (1, 7, 2, 30, 5, 51)]  # a chunk of one output frame, and longer ones
+    with torch.no_grad():
+        streaming(torch.zeros(4, 3, stride))  # allocates the cache with more rows than the batch used
+        layers.remove_weight_norm(streaming).cache.zero_()
+        y = offline(x)
+        chunks = torch.cat([streaming(c) for c in late.split(sizes, -1)], -1)
+    delay = streaming.cumulative_delay  # the input's 3 plus this layer's look-ahead, rounded up to frames
+    assert delay == offline.cumulative_delay
+    settle = -(-(kernel - 1) * dilation // stride)  # frames that still see the zero start in one call only
+    torch.testing.assert_close(chunks[..., delay + settle:], y[..., settle:y.shape[-1] - delay])
+
+
 def test_wrong_delay_would_be_caught():
     offline, streaming = stack(False, False), stack(True, False)
     streaming.load_state_dict(offline.state_dict())
