@@ -113,6 +113,7 @@ def offline_stats(times: List[float], samples: int, sample_rate: int = SAMPLE_RA
 
 
 def parameter_count(module: torch.nn.Module) -> int:
+    """Parameters of a module; 0 for a frozen streaming export (its weights are graph constants)."""
     return sum(p.numel() for p in module.parameters())
 
 
@@ -210,7 +211,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_ours(args.config, Path(tmp), args.latent_size)
         streaming, results = time_exports(paths, args.buffers, args.offline_calls)
-    results.update(parameters=parameter_count(streaming), buffer_elements=buffer_count(streaming))
+        parameters = parameter_count(torch.jit.load(str(paths["offline"])))  # the frozen streaming one has none
+    results.update(parameters=parameters, buffer_elements=buffer_count(streaming))
     stream, off, files = results["streaming"], results["offline"], results["files"]
     settings = {"config": str(args.config), "buffer": BUFFER, "warmup": WARMUP, "threads": 1,
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
