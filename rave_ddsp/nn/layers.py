@@ -131,7 +131,14 @@ class CachedConv1d(nn.Conv1d):
     keeps it at ten per layer (two for a pointwise layer).
 
     The cache is allocated on the first call with ``cached_conv.convs.MAX_BATCH_SIZE`` rows (the export
-    sets it) and a call of batch B uses its first B rows.
+    sets it) and a call of batch B uses its first B rows. The first call also stores the weight as the
+    ``[H_in * k, H_out]`` matrix the products use: load the weights before it (a streaming module
+    is for inference; the export builds it, loads them, then makes that call).
+
+    Below ``TIME_MAJOR_LIMIT`` output frames the product is time-major, ``[T_out, H_in * k] x
+    [H_in * k, H_out]``: for a few frames MKL reads a wide weight once for all of them this way
+    (up to 2x faster than ``[H_out, H_in * k] x [H_in * k, T_out]``); above it, channel-major,
+    where gathering the taps time-major costs more than the product saves.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
@@ -144,11 +151,13 @@ class CachedConv1d(nn.Conv1d):
         self.time_major_limit = TIME_MAJOR_LIMIT
         self.initialized = 0
         self.register_buffer("cache", torch.zeros(0), persistent=False)
+        self.register_buffer("matrix", torch.zeros(0), persistent=False)  # the weight as [H_in * k, H_out]
 
     @torch.jit.unused
     @torch.no_grad()
     def init_cache(self, x: Tensor) -> None:
         self.cache = torch.zeros(cc_convs.MAX_BATCH_SIZE, x.shape[1], self.context, dtype=x.dtype, device=x.device)
+        self.matrix = self.weight.detach().reshape(self.out_channels, -1).t().contiguous()
         self.initialized = 1
 
     def forward(self, x: Tensor) -> Tensor:
@@ -161,17 +170,16 @@ class CachedConv1d(nn.Conv1d):
         kernel, stride = self.kernel_size[0], self.stride[0]
         frames = (x.shape[-1] - self.stride_delay - self.span - 1) // stride + 1
         bias = self.bias
+        transposed = self.matrix
         if frames >= self.time_major_limit:  # channel-major: [H_out, H_in * k] x [H_in * k, T_out]
             if kernel > 1 or stride > 1:
                 x = self.taps(x, batch, frames, time_major=False)
-            matrix = self.weight.reshape(self.out_channels, -1).expand(batch, -1, -1)
+            matrix = transposed.t().expand(batch, -1, -1)
             if bias is None:
                 return torch.bmm(matrix, x)
             return torch.baddbmm(bias.unsqueeze(-1), matrix, x)  # [B, H_out, T_out]
-        # time-major, [T_out, H_in * k] x [H_in * k, H_out]: for a few frames MKL streams through the weight
-        # once this way, not the other (up to 2x faster for the wide layers); a constant once frozen
         columns = self.taps(x, batch, frames, time_major=True) if kernel > 1 or stride > 1 else x.transpose(1, 2)
-        matrix = self.weight.reshape(self.out_channels, -1).t().contiguous().expand(batch, -1, -1)
+        matrix = transposed.expand(batch, -1, -1)
         out = torch.bmm(columns, matrix) if bias is None else torch.baddbmm(bias, columns, matrix)  # [B, T_out, H_out]
         return out.transpose(1, 2)  # [B, H_out, T_out], time-major in memory
 
