@@ -44,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_ours(args.config, Path(tmp))
         ours = torch.jit.load(str(paths["streaming"])).eval()
-        ours_parameters = parameter_count(torch.jit.load(str(paths["offline"])))  # the frozen streaming one has none
+        ours_parameters = parameter_count(torch.jit.load(str(paths["offline"])))
     for buffer in BUFFERS:
         cases[f"rave_ddsp {args.config.stem} @ {buffer}"] = (ours, buffer)
     rave_version = None

@@ -113,7 +113,6 @@ def offline_stats(times: List[float], samples: int, sample_rate: int = SAMPLE_RA
 
 
 def parameter_count(module: torch.nn.Module) -> int:
-    """Parameters of a module; 0 for a frozen streaming export (its weights are graph constants)."""
     return sum(p.numel() for p in module.parameters())
 
 
@@ -211,7 +210,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_ours(args.config, Path(tmp), args.latent_size)
         streaming, results = time_exports(paths, args.buffers, args.offline_calls)
-        parameters = parameter_count(torch.jit.load(str(paths["offline"])))  # the frozen streaming one has none
+        parameters = parameter_count(torch.jit.load(str(paths["offline"])))
     results.update(parameters=parameters, buffer_elements=buffer_count(streaming))
     stream, off, files = results["streaming"], results["offline"], results["files"]
     settings = {"config": str(args.config), "buffer": BUFFER, "warmup": WARMUP, "threads": 1,

@@ -427,26 +427,7 @@ def build(model: RAVE, latent_size: int, channels: Optional[int] = None, script:
         audio = torch.zeros(1, wrapper.channels, 2 * wrapper.hop_length)
         wrapper.decode(wrapper.encode(audio))  # cached_conv allocates its caches on the first call
     reset_state(wrapper)
-    if not script:
-        return wrapper
-    scripted = torch.jit.script(wrapper)
-    return freeze(scripted, wrapper) if wrapper.streaming else scripted
-
-
-def freeze(scripted: torch.jit.ScriptModule, wrapper: nn.Module) -> torch.jit.ScriptModule:
-    """``torch.jit.freeze`` keeping every method and top-level attribute a host or script may read.
-
-    Freezing turns the weights and everything computed from them alone (reshaped matrices, Snake's
-    ``alpha + epsilon``) into constants, computed once instead of at every call (about 10 % of a
-    live export's call at buffer 256); the streaming state and the performer attributes, which the
-    methods change, stay attributes. Only streaming exports are frozen: an offline export keeps its
-    submodules, which :mod:`rave_ddsp.runtime.codec` reaches into (the noise tables' positions).
-    ``optimize_numerics=False``: the same arithmetic as the unfrozen module, nothing refolded.
-    """
-    methods = [name for name in scripted._c._method_names() if not name.startswith("__")]
-    attributes = [name for name in vars(wrapper) if not name.startswith("_") and name != "training"]
-    attributes += [name for name, _ in wrapper.named_buffers(recurse=False)]
-    return torch.jit.freeze(scripted, preserved_attrs=methods + attributes, optimize_numerics=False)
+    return torch.jit.script(wrapper) if script else wrapper
 
 
 @contextmanager
