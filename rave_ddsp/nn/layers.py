@@ -158,6 +158,9 @@ class CachedConv1d(nn.Conv1d):
     def init_cache(self, x: Tensor) -> None:
         self.cache = torch.zeros(cc_convs.MAX_BATCH_SIZE, x.shape[1], self.context, dtype=x.dtype, device=x.device)
         self.matrix = self.weight.detach().reshape(self.out_channels, -1).t().contiguous()
+        if not parametrize.is_parametrized(self, "weight"):
+            # the weight becomes a view of the matrix: one copy in memory and in an exported file
+            self.weight.data = self.matrix.t().reshape(self.weight.shape)
         self.initialized = 1
 
     def forward(self, x: Tensor) -> Tensor:
