@@ -83,15 +83,15 @@ NATIVE_CONV_LIMIT = 20480
 
 def convolve(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, dilation: int,
              native_limit: int = NATIVE_CONV_LIMIT) -> Tensor:
-    """``conv1d`` of an already padded ``x [B, H_in, T]``, fast for the small inputs of streaming.
+    """``conv1d`` of an already padded ``x [B, H_in, T]``, fast for short inputs.
 
     For one example of at most ``NATIVE_CONV_LIMIT`` elements, PyTorch's CPU convolution
     uses its native kernels instead of oneDNN: slow for wide layers (a 768-channel kernel-3
     convolution of 4 frames takes 10x longer than the same product done as a matrix
-    product), and very slow when dilated (columns gathered one element at a time). These
-    are exactly a streaming model's calls (a few frames at the low rates). There, the taps
-    are gathered time-major, ``[B, T_out, H_in * k]``, and multiplied by the weight viewed
-    as ``[H_out, H_in * k]``: the same sums with the same weights, as one GEMM.
+    product), and very slow when dilated (columns gathered one element at a time). Such
+    inputs (a few frames at the low rates: short offline calls) have their taps gathered
+    time-major, ``[B, T_out, H_in * k]`` (:func:`gather_taps`), and multiplied by the weight
+    viewed as ``[H_out, H_in * k]``: the same sums with the same weights, as one GEMM.
     """
     if x.is_cuda or x.shape[0] > 1 or x.numel() > native_limit:
         return nn.functional.conv1d(x, weight, bias, stride, 0, dilation)
@@ -99,12 +99,24 @@ def convolve(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, dil
     if kernel == 1 and stride == 1:
         return nn.functional.linear(x.transpose(1, 2), weight[:, :, 0], bias).transpose(1, 2)  # [B, H_out, T]
     frames = (x.shape[-1] - (kernel - 1) * dilation - 1) // stride + 1
-    span = (frames - 1) * stride + 1
-    taps = [x[..., i * dilation:i * dilation + span:stride] for i in range(kernel)]  # k x [B, H_in, T_out]
-    columns = torch.stack(taps, -1).transpose(1, 2)  # [B, T_out, H_in, k]
-    columns = columns.reshape(x.shape[0], frames, x.shape[1] * kernel)  # [B, T_out, H_in * k]
+    columns = gather_taps(x, kernel, stride, dilation, frames, time_major=True)  # [B, T_out, H_in * k]
     out = nn.functional.linear(columns, weight.reshape(weight.shape[0], -1), bias)  # [B, T_out, H_out]
     return out.transpose(1, 2)  # [B, H_out, T_out]
+
+
+def gather_taps(x: Tensor, kernel: int, stride: int, dilation: int, frames: int, time_major: bool) -> Tensor:
+    """The taps of a convolution over ``x [B, H_in, L]`` for ``frames`` outputs, read as one strided view
+    and copied once: ``[B, T_out, H_in * k]`` (``time_major``) or ``[B, H_in * k, T_out]``, channels
+    outer and taps inner, the order of a weight ``[H_out, H_in, k]`` viewed as ``[H_out, H_in * k]``."""
+    batch, channels, step = x.shape[0], x.shape[1], x.stride(2)
+    frame_stride, tap_stride = stride * step, dilation * step
+    if time_major:
+        view = x.as_strided([batch, frames, channels, kernel],
+                            [x.stride(0), frame_stride, x.stride(1), tap_stride], x.storage_offset())
+        return view.reshape(batch, frames, channels * kernel)
+    view = x.as_strided([batch, channels, kernel, frames],
+                        [x.stride(0), x.stride(1), tap_stride, frame_stride], x.storage_offset())
+    return view.reshape(batch, channels * kernel, frames)
 
 
 class Conv1d(cc_convs.Conv1d):
@@ -115,8 +127,7 @@ class Conv1d(cc_convs.Conv1d):
 
 
 TIME_MAJOR_LIMIT = 32
-"""Output frames from which a streaming convolution multiplies channel-major (gathering its taps
-time-major costs more than the product saves)."""
+"""Output frames from which :class:`CachedConv1d` multiplies channel-major (see there)."""
 
 
 class CachedConv1d(nn.Conv1d):
@@ -124,11 +135,11 @@ class CachedConv1d(nn.Conv1d):
 
     One cache holds the last ``padding + stride_delay`` input samples (``stride_delay`` delays the input
     so that a strided layer's output frames fall where the non-streaming ones do, see
-    :func:`streaming_delay`). Each call appends the new samples to the cache and reads the kernel's
-    taps straight out of that buffer as a strided view, ``[B, H_in * k, T_out]``, multiplied by the
-    weight viewed as ``[H_out, H_in * k]``: one batched GEMM. A streaming model calls every layer on a
-    few frames, so the number of operations per call, not their arithmetic, is what costs time; this
-    keeps it at ten per layer (two for a pointwise layer).
+    :func:`streaming_delay`). Each call appends the new samples to the cache, reads the kernel's taps
+    out of that buffer as one strided view (:func:`gather_taps`) and multiplies them by the weight in
+    one batched GEMM. A streaming model calls every layer on a few frames, so the number of
+    operations per call, not their arithmetic, is what costs time; this keeps it at about ten per
+    layer.
 
     The cache is allocated on the first call with ``cached_conv.convs.MAX_BATCH_SIZE`` rows (the export
     sets it) and a call of batch B uses its first B rows. The first call also stores the weight as the
@@ -144,8 +155,8 @@ class CachedConv1d(nn.Conv1d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
                  padding: Tuple[int, int] = (0, 0), cumulative_delay: int = 0):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation)
-        self.stride_delay = (stride - (padding[1] + cumulative_delay) % stride) % stride
         self.cumulative_delay = streaming_delay(padding[1], stride, cumulative_delay)
+        self.stride_delay = self.cumulative_delay * stride - padding[1] - cumulative_delay
         self.context = padding[0] + padding[1] + self.stride_delay
         self.span = (kernel_size - 1) * dilation
         self.time_major_limit = TIME_MAJOR_LIMIT
@@ -170,33 +181,21 @@ class CachedConv1d(nn.Conv1d):
         if self.context > 0:
             x = torch.cat([self.cache[:batch], x], -1)  # [B, H_in, context + T]
             self.cache[:batch] = x[..., x.shape[-1] - self.context:]
-        kernel, stride = self.kernel_size[0], self.stride[0]
+        kernel, stride, dilation = self.kernel_size[0], self.stride[0], self.dilation[0]
         frames = (x.shape[-1] - self.stride_delay - self.span - 1) // stride + 1
+        gather = kernel > 1 or stride > 1  # else x is its own taps
         bias = self.bias
-        transposed = self.matrix
         if frames >= self.time_major_limit:  # channel-major: [H_out, H_in * k] x [H_in * k, T_out]
-            if kernel > 1 or stride > 1:
-                x = self.taps(x, batch, frames, time_major=False)
-            matrix = transposed.t().expand(batch, -1, -1)
+            if gather:
+                x = gather_taps(x, kernel, stride, dilation, frames, time_major=False)
+            matrix = self.matrix.t().expand(batch, -1, -1)
             if bias is None:
                 return torch.bmm(matrix, x)
             return torch.baddbmm(bias.unsqueeze(-1), matrix, x)  # [B, H_out, T_out]
-        columns = self.taps(x, batch, frames, time_major=True) if kernel > 1 or stride > 1 else x.transpose(1, 2)
-        matrix = transposed.expand(batch, -1, -1)
+        columns = gather_taps(x, kernel, stride, dilation, frames, time_major=True) if gather else x.transpose(1, 2)
+        matrix = self.matrix.expand(batch, -1, -1)
         out = torch.bmm(columns, matrix) if bias is None else torch.baddbmm(bias, columns, matrix)  # [B, T_out, H_out]
         return out.transpose(1, 2)  # [B, H_out, T_out], time-major in memory
-
-    def taps(self, x: Tensor, batch: int, frames: int, time_major: bool) -> Tensor:
-        """The kernel's taps of ``x [B, H_in, L]``: ``[B, T_out, H_in * k]`` or ``[B, H_in * k, T_out]``."""
-        kernel, step = self.kernel_size[0], x.stride(2)
-        frame_stride, tap_stride = self.stride[0] * step, self.dilation[0] * step
-        if time_major:
-            view = x.as_strided([batch, frames, x.shape[1], kernel],
-                                [x.stride(0), frame_stride, x.stride(1), tap_stride], x.storage_offset())
-            return view.reshape(batch, frames, x.shape[1] * kernel)
-        view = x.as_strided([batch, x.shape[1], kernel, frames],
-                            [x.stride(0), x.stride(1), tap_stride, frame_stride], x.storage_offset())
-        return view.reshape(batch, x.shape[1] * kernel, frames)
 
 
 def streaming_delay(right_padding: int, stride: int, cumulative_delay: int) -> int:
