@@ -210,8 +210,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_ours(args.config, Path(tmp), args.latent_size)
         streaming, results = time_exports(paths, args.buffers, args.offline_calls)
-        parameters = parameter_count(torch.jit.load(str(paths["offline"])))
-    results.update(parameters=parameters, buffer_elements=buffer_count(streaming))
+    results.update(parameters=parameter_count(streaming), buffer_elements=buffer_count(streaming))
     stream, off, files = results["streaming"], results["offline"], results["files"]
     settings = {"config": str(args.config), "buffer": BUFFER, "warmup": WARMUP, "threads": 1,
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}

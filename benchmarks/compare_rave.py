@@ -133,7 +133,7 @@ def main() -> None:
             "streaming": buffer_stats(buffer_times[name]),
             "offline": offline_results[name],
             "files": {kind: describe_file(Path(p)) for kind, p in paths[name].items()},
-            "parameters": parameter_count(offline[name]),
+            "parameters": parameter_count(streaming[name]),
             "buffer_elements": buffer_count(streaming[name]),
         }
     r, o = results["rave"], results["ours"]
