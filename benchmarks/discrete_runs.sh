@@ -19,12 +19,7 @@ source benchmarks/split_phrases.sh
 split_phrases "$DEV" "$HELD_OUT" "$WORK"
 unseen_notes "$DEV" "$WORK"
 preprocess_once "$WORK"
-train() {  # NAME, extra arguments
-    local name=$1; shift
-    .venv/bin/python scripts/train.py --config configs/small.yaml "$@" --data.path "$WORK/db" --name "$name" \
-        --runs_root "$WORK/runs" --overwrite --trainer.max_time "00:00:$(printf %02d "$MINUTES"):00" \
-        --trainer.val_check_interval 400 --data.max_val_items 8 --trainer.enable_progress_bar false
-}
+train() { local name=$1; shift; train_timed "$WORK" "$MINUTES" "$name" --config configs/small.yaml "$@"; }  # NAME, args
 if [ "$STAGE" = vae ] || [ "$STAGE" = all ]; then train vae; fi
 if [ "$STAGE" = discrete ] || [ "$STAGE" = all ]; then train discrete --config configs/discrete.yaml; fi
 if [ "$STAGE" = evaluate ] || [ "$STAGE" = all ]; then

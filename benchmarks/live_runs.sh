@@ -18,11 +18,7 @@ source benchmarks/split_phrases.sh
 split_phrases "$DEV" "$HELD_OUT" "$WORK"
 unseen_notes "$DEV" "$WORK"
 preprocess_once "$WORK"
-train() {  # NAME (= config name)
-    .venv/bin/python scripts/train.py --config "configs/$1.yaml" --data.path "$WORK/db" --name "$1" \
-        --runs_root "$WORK/runs" --overwrite --trainer.max_time "00:00:$(printf %02d "$MINUTES"):00" \
-        --trainer.val_check_interval 400 --data.max_val_items 8 --trainer.enable_progress_bar false
-}
+train() { train_timed "$WORK" "$MINUTES" "$1" --config "configs/$1.yaml"; }  # NAME (= config name)
 if [ "$STAGE" = live ] || [ "$STAGE" = all ]; then train live; fi
 if [ "$STAGE" = small ] || [ "$STAGE" = all ]; then train small; fi
 if [ "$STAGE" = evaluate ] || [ "$STAGE" = all ]; then

@@ -25,9 +25,7 @@ for f in "$DEV"/notes/"$HELD_OUT"_*_085.flac; do ln -sf "$(realpath "$f")" "$WOR
 if [ "$STAGE" = ours ] || [ "$STAGE" = all ]; then
     .venv/bin/python scripts/preprocess.py "$WORK/train" --output "$WORK/db" --overwrite --quiet
     # shellcheck disable=SC2086
-    .venv/bin/python scripts/train.py --config configs/small.yaml --data.path "$WORK/db" --name "$NAME" \
-        --runs_root "$WORK/runs" --overwrite --trainer.max_time "00:00:$(printf %02d "$MINUTES"):00" \
-        --trainer.val_check_interval 400 --data.max_val_items 8 --trainer.enable_progress_bar false \
+    train_timed "$WORK" "$MINUTES" "$NAME" --config configs/small.yaml \
         --model.noise_initial_gain_db -50 ${OURS_ARGS:---model.noise_loss expected}
 fi
 if [ "$STAGE" = rave ] || [ "$STAGE" = all ]; then

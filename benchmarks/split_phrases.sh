@@ -23,3 +23,12 @@ unseen_notes() {
 preprocess_once() {
     [ -f "$1/db/index.json" ] || .venv/bin/python scripts/preprocess.py "$1/train" --output "$1/db" --quiet
 }
+
+# train_timed WORK MINUTES NAME [TRAIN_ARGS...] trains run NAME on the store WORK/db into WORK/runs for
+# MINUTES of wall-clock, as every comparison does (validation every 400 steps on 8 items, no progress bar).
+train_timed() {
+    local work=$1 minutes=$2 name=$3; shift 3
+    .venv/bin/python scripts/train.py "$@" --data.path "$work/db" --name "$name" \
+        --runs_root "$work/runs" --overwrite --trainer.max_time "00:00:$(printf %02d "$minutes"):00" \
+        --trainer.val_check_interval 400 --data.max_val_items 8 --trainer.enable_progress_bar false
+}
