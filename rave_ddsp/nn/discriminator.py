@@ -121,8 +121,32 @@ class PeriodDiscriminator(nn.Module):
         self.output = weight_norm(nn.Conv2d(widths[-1], 1, (OUTPUT_KERNEL, 1), 1, (OUTPUT_KERNEL // 2, 0)))
 
     def forward(self, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
-        """``x``: ``[B, C, T]``, T >= period."""
-        return _run(self.layers, self.output, fold_period(x, self.period), PERIOD_SLOPE)
+        """``x``: ``[B, C, T]``, T >= period.
+
+        A ``(k, 1)`` kernel never mixes columns, so the columns run as batch items of 1-d
+        convolutions over ``[B * p, C, T / p]``: the same weights and sums as the 2-d
+        convolutions on the ``[B, C, T / p, p]`` view, whose width of p oneDNN handles badly
+        (backward 1.35x slower at p = 2 in float32, 2x in bfloat16; Intel Xeon, 1 thread).
+        Logits and features come back as ``[B, H, T', p]`` views.
+        """
+        folded = fold_period(x, self.period)  # [B, C, R, p]
+        batch, channels, rows, period = folded.shape
+        h = folded.permute(0, 3, 1, 2).reshape(batch * period, channels, rows)  # [B * p, C, R]
+        features: List[Tensor] = []
+        for layer in self.layers:
+            h = F.leaky_relu(_column_conv(layer, h), PERIOD_SLOPE)
+            features.append(_unfold_columns(h, batch))
+        return _unfold_columns(_column_conv(self.output, h), batch), features
+
+
+def _column_conv(conv: nn.Conv2d, h: Tensor) -> Tensor:
+    """A ``(k, 1)`` Conv2d applied to columns laid out as a batch: ``[B * p, C, R] -> [B * p, H, R']``."""
+    return F.conv1d(h, conv.weight.squeeze(-1), conv.bias, conv.stride[0], conv.padding[0])
+
+
+def _unfold_columns(h: Tensor, batch: int) -> Tensor:
+    """``[B * p, H, R] -> [B, H, R, p]`` (a view)."""
+    return h.reshape(batch, -1, *h.shape[1:]).permute(0, 2, 3, 1)
 
 
 class MultiPeriodDiscriminator(nn.Module):

@@ -12,15 +12,18 @@ The latent statistics (mean, PCA, fidelity) are gathered from the
 validation set.
 
 Phase 2: the encoder and the latent statistics are frozen; the decoder adds adversarial
-and feature-matching losses against the discriminators. Each step runs the generator
-once: its output (detached) trains the discriminator, then the updated discriminator
-scores it for the generator.
+and feature-matching losses against the discriminators. Each step runs the generator once
+and the discriminator once on the real and once on the generated audio; from these passes
+come both players' losses, each differentiated for its own parameters only (the
+generator's through the discriminator's input, the discriminator's for its weights), then
+both are updated. Scoring the generator with the same discriminator the discriminator's
+loss saw (as RAVE does) saves the third pass that re-scoring after its update would cost.
 
 A step is one training batch: ``global_step`` counts generator updates only (the
 discriminator's optimizer is stepped directly, so it does not advance the counter).
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
@@ -374,15 +377,17 @@ class RAVE(L.LightningModule):
         terms = self.spectral_loss(audio, bands, waveform, noise, magnitudes)
         terms.update(bottleneck_terms)
         if phase2:
-            audio_hat = self.synthesize(waveform + noise)
-            terms["discriminator"], real_outputs = self.discriminator_step(audio, audio_hat, discriminator_optimizer)
-            terms.update(self.adversarial_terms(real_outputs, audio_hat))
+            terms.update(self.adversarial_terms(audio, self.synthesize(waveform + noise)))
         elif "kl" in terms:
             terms["beta"] = torch.tensor(self.beta())
         loss = self.generator_loss(terms)
         self.check_finite(loss, "generator loss")
         generator_optimizer.zero_grad()
-        self.manual_backward(loss)
+        if phase2:  # the generator's gradient only (none for the discriminator), the graph kept for its loss
+            self.manual_backward(loss, inputs=trainable(generator_optimizer), retain_graph=True)
+            self.discriminator_step(terms["discriminator"], discriminator_optimizer)
+        else:
+            self.manual_backward(loss)
         terms["grad_norm_generator"] = self.clip_and_check(generator_optimizer, "generator")
         generator_optimizer.step()
         schedulers = self.lr_scheduler_list()
@@ -409,39 +414,33 @@ class RAVE(L.LightningModule):
             return terms["spectral"] + terms["beta"] * terms["kl"]
         return terms["spectral"] + hp.commitment_weight * terms["commitment"] + hp.codebook_weight * terms["codebook"]
 
-    def adversarial_terms(self, real_outputs, audio_hat: Tensor) -> Dict[str, Tensor]:
-        """Adversarial and feature-matching terms of ``audio_hat`` against the discriminator.
-
-        The discriminator's weights get no gradient here (only the generator learns).
-        """
-        _, generator_loss_fn = ADVERSARIAL_LOSSES[self.hparams.adversarial_loss]
-        self.discriminator.requires_grad_(False)
-        fake_outputs = self.discriminator(audio_hat)
-        self.discriminator.requires_grad_(True)
-        count = len(fake_outputs)
-        adversarial = sum(generator_loss_fn(logits) for logits, _ in fake_outputs) / count
-        feature_matching = sum(losses.feature_matching_loss(real[1], fake[1])
-                               for real, fake in zip(real_outputs, fake_outputs)) / count
-        return {"adversarial": adversarial, "feature_matching": feature_matching}
-
-    def discriminator_step(self, audio: Tensor, audio_hat: Tensor, optimizer):
-        """One discriminator update on real vs (detached) generated audio; returns loss and real outputs."""
-        discriminator_loss_fn, _ = ADVERSARIAL_LOSSES[self.hparams.adversarial_loss]
+    def adversarial_terms(self, audio: Tensor, audio_hat: Tensor) -> Dict[str, Tensor]:
+        """The discriminator's loss and the generator's ``adversarial`` and ``feature_matching``
+        terms, from one pass of the discriminator over the real ``audio`` and one over ``audio_hat``
+        (attached to the generator's graph): both players judged by the same discriminator."""
+        discriminator_loss_fn, generator_loss_fn = ADVERSARIAL_LOSSES[self.hparams.adversarial_loss]
         real_outputs = self.discriminator(audio)
-        fake_outputs = self.discriminator(audio_hat.detach())
-        loss = sum(discriminator_loss_fn(real[0], fake[0])
-                   for real, fake in zip(real_outputs, fake_outputs)) / len(real_outputs)
+        fake_outputs = self.discriminator(audio_hat)
+        count = len(real_outputs)
+        return {
+            "discriminator": sum(discriminator_loss_fn(real[0], fake[0])
+                                 for real, fake in zip(real_outputs, fake_outputs)) / count,
+            "adversarial": sum(generator_loss_fn(logits) for logits, _ in fake_outputs) / count,
+            "feature_matching": sum(losses.feature_matching_loss(real[1], fake[1])  # real features detached
+                                    for real, fake in zip(real_outputs, fake_outputs)) / count,
+        }
+
+    def discriminator_step(self, loss: Tensor, optimizer) -> None:
+        """One discriminator update from its ``loss`` (its parameters' gradient only, not the generator's)."""
         self.check_finite(loss, "discriminator loss")
         optimizer.zero_grad()
-        self.manual_backward(loss)
+        self.manual_backward(loss, inputs=trainable(optimizer))
         self.log("train/grad_norm_discriminator", self.clip_and_check(optimizer, "discriminator"))
         optimizer.optimizer.step()  # the raw optimizer: a discriminator update is not a training step
         schedulers = self.lr_scheduler_list()
         if schedulers:
             schedulers[1].step()
         self.log("lr/discriminator", optimizer.param_groups[0]["lr"])
-        detached = [(logits.detach(), [f.detach() for f in features]) for logits, features in real_outputs]
-        return loss.detach(), detached
 
     def lr_scheduler_list(self):
         schedulers = self.lr_schedulers()
@@ -530,6 +529,11 @@ def noise_shares_db(noise_energy: Tensor, output_energy: Tensor, n_bands: int) -
     per_band = filtered_noise.share_db(noise, output).tolist()
     return {"share_db": float(filtered_noise.share_db(noise.sum(), output.sum())),
             **{f"share_db_band_{b:02d}": share for b, share in enumerate(per_band)}}
+
+
+def trainable(optimizer) -> List[Tensor]:
+    """The parameters of ``optimizer`` that require a gradient (the encoder's do not in phase 2)."""
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
 
 def beta_schedule(step: int, start: float, end: float, warmup_steps: int) -> float:

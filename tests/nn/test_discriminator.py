@@ -103,6 +103,21 @@ def test_fold_period_puts_samples_p_apart_in_one_column(period):
     assert not torch.allclose(columns[..., 0], columns[..., 1])
 
 
+@pytest.mark.parametrize("channels", [1, 2], ids=["mono", "stereo"])
+def test_period_columns_run_as_the_papers_2d_convolutions(channels):
+    """The columns run as a batch of 1-d convolutions; the result is the (k, 1) Conv2d stack on
+    the folded [B, C, T / p, p] view, as in HiFi-GAN, with the same weights."""
+    torch.manual_seed(0)
+    mpd = D.MultiPeriodDiscriminator(channels, PERIODS, max_channels=16, **TINY)
+    x = torch.randn(3, channels, 1009)
+    for discriminator, (logits, features) in zip(mpd.discriminators, mpd(x)):
+        h = D.fold_period(x, discriminator.period)
+        for layer, feature in zip(discriminator.layers, features):
+            h = torch.nn.functional.leaky_relu(layer(h), D.PERIOD_SLOPE)
+            torch.testing.assert_close(feature, h)
+        torch.testing.assert_close(logits, discriminator.output(h))
+
+
 def test_fold_period_pads_odd_lengths_by_reflection():
     x = torch.arange(10.0).reshape(1, 1, 10)
     folded = D.fold_period(x, 4)  # 10 -> 12 samples: ..., 8, 9, then 8, 7 mirrored

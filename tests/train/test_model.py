@@ -117,6 +117,40 @@ def test_phase2_freezes_the_encoder_and_counts_one_step_per_batch():
     assert any(not torch.equal(a, b) for a, b in zip(discriminator_before, model.discriminator.parameters()))
 
 
+def test_phase2_gives_each_player_the_gradient_of_its_own_loss_only():
+    """One discriminator pass serves both losses; the generator's gradient must hold none of the
+    discriminator's loss, and the discriminator's none of the generator's."""
+    # the hinge terms alone: on fake logits in (-1, 1) the discriminator's loss has exactly the
+    # opposite gradient of the generator's, so a leak of it would cancel the generator's gradient
+    model = tiny_model(phase2_step=0, gradient_clip=1e9, full_band_weight=0.0, band_weight=0.0,
+                       feature_matching_weight=0.0)
+    reference = {}
+    adversarial_terms, generator_loss = model.adversarial_terms, model.generator_loss
+
+    def gradients(loss, parameters):
+        return torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+
+    def recorded_adversarial_terms(audio, audio_hat):
+        terms = adversarial_terms(audio, audio_hat)
+        reference["discriminator"] = gradients(terms["discriminator"], list(model.discriminator.parameters()))
+        return terms
+
+    def recorded_generator_loss(terms):
+        loss = generator_loss(terms)
+        reference["decoder"] = gradients(loss, list(model.decoder.parameters()))
+        return loss
+
+    model.adversarial_terms, model.generator_loss = recorded_adversarial_terms, recorded_generator_loss
+    fit(model, steps=1)
+    for part in ("discriminator", "decoder"):
+        for parameter, expected in zip(getattr(model, part).parameters(), reference[part]):
+            if expected is None:
+                assert parameter.grad is None or not parameter.grad.any()
+            else:  # relative to the tensor's norm: these gradients are ~1e-7, under assert_close's atol
+                assert float((parameter.grad - expected).norm()) <= 1e-4 * float(expected.norm()), part
+    assert all(p.grad is None for p in model.encoder.parameters())
+
+
 def test_non_finite_loss_stops_before_updating():
     model = tiny_model()
     with torch.no_grad():
