@@ -122,7 +122,18 @@ def test_snake_matches_formula_and_unknown_activation_is_refused():
         snake.alpha.copy_(torch.tensor([0.5, 2.0]).reshape(1, 2, 1))
     x = torch.randn(1, 2, 10)
     alpha = torch.tensor([0.5, 2.0]).reshape(1, 2, 1)
-    torch.testing.assert_close(snake(x), x + torch.sin(alpha * x) ** 2 / alpha)
+    expected = x + torch.sin(alpha * x) ** 2 / alpha
+    torch.testing.assert_close(snake(x), expected)  # with a graph (alpha is learned)
+    with torch.no_grad():  # without one: computed in place, the input left as it was
+        kept = x.clone()
+        torch.testing.assert_close(snake(x), expected)
+        torch.testing.assert_close(x, kept)
+    scripted = torch.jit.script(snake)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), expected)
+    y = x.clone().requires_grad_()
+    snake(y).sum().backward()
+    torch.testing.assert_close(y.grad, 1 + torch.sin(2 * alpha * x))  # d/dx sin^2(ax)/a = sin(2ax)
     with pytest.raises(ValueError, match="unknown activation"):
         layers.activation("relu6", 2)
 
