@@ -82,8 +82,10 @@ NATIVE_CONV_LIMIT = 20480
 
 
 def convolve(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, dilation: int,
-             native_limit: int = NATIVE_CONV_LIMIT) -> Tensor:
-    """``conv1d`` of an already padded ``x [B, H_in, T]``, fast for short inputs.
+             native_limit: int = NATIVE_CONV_LIMIT, padding: int = 0) -> Tensor:
+    """``conv1d`` of ``x [B, H_in, T]`` zero-padded by ``padding`` on both sides, fast for short inputs.
+
+    Long inputs go to ``conv1d``, which pads inside the kernel (no padded copy of a long input).
 
     For one example of at most ``NATIVE_CONV_LIMIT`` elements, PyTorch's CPU convolution
     uses its native kernels instead of oneDNN: slow for wide layers (a 768-channel kernel-3
@@ -94,7 +96,9 @@ def convolve(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, dil
     viewed as ``[H_out, H_in * k]``: the same sums with the same weights, as one GEMM.
     """
     if x.is_cuda or x.shape[0] > 1 or x.numel() > native_limit:
-        return nn.functional.conv1d(x, weight, bias, stride, 0, dilation)
+        return nn.functional.conv1d(x, weight, bias, stride, padding, dilation)
+    if padding:
+        x = nn.functional.pad(x, (padding, padding))
     kernel = weight.shape[-1]
     if kernel == 1 and stride == 1:
         return nn.functional.linear(x.transpose(1, 2), weight[:, :, 0], bias).transpose(1, 2)  # [B, H_out, T]
@@ -123,6 +127,9 @@ class Conv1d(cc_convs.Conv1d):
     """cached_conv's zero-padded convolution, with :func:`convolve` for dilated kernels."""
 
     def forward(self, x: Tensor) -> Tensor:
+        left, right = self._pad[0], self._pad[1]
+        if left == right:
+            return convolve(x, self.weight, self.bias, self.stride[0], self.dilation[0], padding=left)
         return convolve(nn.functional.pad(x, self._pad), self.weight, self.bias, self.stride[0], self.dilation[0])
 
 

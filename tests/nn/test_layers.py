@@ -144,3 +144,6 @@ def test_convolve_equals_conv1d(batch, stride, dilation, length):
     x, weight, bias = torch.randn(batch, 6, length), torch.randn(5, 6, 3), torch.randn(5)
     expected = torch.nn.functional.conv1d(x, weight, bias, stride, 0, dilation)
     torch.testing.assert_close(layers.convolve(x, weight, bias, stride, dilation), expected)
+    padded = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (dilation, dilation)), weight, bias, stride, 0,
+                                        dilation)  # both paths (short and long inputs) pad alike
+    torch.testing.assert_close(layers.convolve(x, weight, bias, stride, dilation, padding=dilation), padded)
