@@ -246,7 +246,7 @@ class Snake(nn.Module):
         wave = alpha * x
         wave.sin_()
         wave.mul_(wave)
-        return wave.div_(alpha + self.epsilon).add_(x)
+        return torch.addcdiv(x, wave, alpha + self.epsilon, out=wave)
 
 
 def activation(name: str, channels: int) -> nn.Module:
