@@ -169,7 +169,17 @@ class NoiseFloorDistance(nn.Module):
 
 def hinge_discriminator_loss(real: Tensor, fake: Tensor) -> Tensor:
     """Hinge loss for the discriminator: ``mean(relu(1 - D(x))) + mean(relu(1 + D(G(z))))``."""
-    return torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
+    return hinge_real_loss(real) + hinge_fake_loss(fake)
+
+
+def hinge_real_loss(real: Tensor) -> Tensor:
+    """The real-audio term of :func:`hinge_discriminator_loss`: ``mean(relu(1 - D(x)))``."""
+    return torch.relu(1 - real).mean()
+
+
+def hinge_fake_loss(fake: Tensor) -> Tensor:
+    """The generated-audio term of :func:`hinge_discriminator_loss`: ``mean(relu(1 + D(G(z))))``."""
+    return torch.relu(1 + fake).mean()
 
 
 def hinge_generator_loss(fake: Tensor) -> Tensor:
@@ -179,7 +189,17 @@ def hinge_generator_loss(fake: Tensor) -> Tensor:
 
 def least_squares_discriminator_loss(real: Tensor, fake: Tensor) -> Tensor:
     """LSGAN loss for the discriminator: ``mean((1 - D(x))^2) + mean(D(G(z))^2)``."""
-    return (1 - real).pow(2).mean() + fake.pow(2).mean()
+    return least_squares_real_loss(real) + least_squares_fake_loss(fake)
+
+
+def least_squares_real_loss(real: Tensor) -> Tensor:
+    """The real-audio term of :func:`least_squares_discriminator_loss`: ``mean((1 - D(x))^2)``."""
+    return (1 - real).pow(2).mean()
+
+
+def least_squares_fake_loss(fake: Tensor) -> Tensor:
+    """The generated-audio term of :func:`least_squares_discriminator_loss`: ``mean(D(G(z))^2)``."""
+    return fake.pow(2).mean()
 
 
 def least_squares_generator_loss(fake: Tensor) -> Tensor:

@@ -17,7 +17,9 @@ and the discriminator once on the real and once on the generated audio; from the
 come both players' losses, each differentiated for its own parameters only (the
 generator's through the discriminator's input, the discriminator's for its weights), then
 both are updated. Scoring the generator with the same discriminator the discriminator's
-loss saw (as RAVE does) saves the third pass that re-scoring after its update would cost.
+loss saw (as RAVE does) saves the third pass that re-scoring after its update would cost;
+the real pass is differentiated before the generated one is built, so that the two graphs
+are never held at once.
 
 A step is one training batch: ``global_step`` counts generator updates only (the
 discriminator's optimizer is stepped directly, so it does not advance the counter).
@@ -53,9 +55,12 @@ BOTTLENECKS = {
 """What lies between encoder and decoder (``bottleneck``)."""
 
 ADVERSARIAL_LOSSES = {
-    "hinge": (losses.hinge_discriminator_loss, losses.hinge_generator_loss),
-    "least_squares": (losses.least_squares_discriminator_loss, losses.least_squares_generator_loss),
+    "hinge": (losses.hinge_real_loss, losses.hinge_fake_loss, losses.hinge_generator_loss),
+    "least_squares": (losses.least_squares_real_loss, losses.least_squares_fake_loss,
+                      losses.least_squares_generator_loss),
 }
+"""Per ``adversarial_loss``: the discriminator's loss on real audio, on generated audio (their sum is
+its loss), and the generator's loss."""
 
 
 class NonFiniteLossError(UserError):
@@ -377,7 +382,7 @@ class RAVE(L.LightningModule):
         terms = self.spectral_loss(audio, bands, waveform, noise, magnitudes)
         terms.update(bottleneck_terms)
         if phase2:
-            terms.update(self.adversarial_terms(audio, self.synthesize(waveform + noise)))
+            terms.update(self.adversarial_terms(audio, self.synthesize(waveform + noise), discriminator_optimizer))
         elif "kl" in terms:
             terms["beta"] = torch.tensor(self.beta())
         loss = self.generator_loss(terms)
@@ -414,26 +419,36 @@ class RAVE(L.LightningModule):
             return terms["spectral"] + terms["beta"] * terms["kl"]
         return terms["spectral"] + hp.commitment_weight * terms["commitment"] + hp.codebook_weight * terms["codebook"]
 
-    def adversarial_terms(self, audio: Tensor, audio_hat: Tensor) -> Dict[str, Tensor]:
+    def adversarial_terms(self, audio: Tensor, audio_hat: Tensor, optimizer) -> Dict[str, Tensor]:
         """The discriminator's loss and the generator's ``adversarial`` and ``feature_matching``
         terms, from one pass of the discriminator over the real ``audio`` and one over ``audio_hat``
-        (attached to the generator's graph): both players judged by the same discriminator."""
-        discriminator_loss_fn, generator_loss_fn = ADVERSARIAL_LOSSES[self.hparams.adversarial_loss]
+        (attached to the generator's graph): both players judged by the same discriminator.
+
+        The real pass is differentiated at once, into the discriminator's gradient (``optimizer``'s
+        parameters, zeroed first), so that its graph is freed before the generated pass is built:
+        ``discriminator`` is then that term's value plus the generated-audio term, whose gradient
+        :meth:`discriminator_step` adds.
+        """
+        real_loss_fn, fake_loss_fn, generator_loss_fn = ADVERSARIAL_LOSSES[self.hparams.adversarial_loss]
         real_outputs = self.discriminator(audio)
-        fake_outputs = self.discriminator(audio_hat)
         count = len(real_outputs)
+        real_loss = sum(real_loss_fn(logits) for logits, _ in real_outputs) / count
+        optimizer.zero_grad()
+        self.manual_backward(real_loss, inputs=trainable(optimizer))
+        real_features = [[feature.detach() for feature in features] for _, features in real_outputs]
+        del real_outputs
+        fake_outputs = self.discriminator(audio_hat)
         return {
-            "discriminator": sum(discriminator_loss_fn(real[0], fake[0])
-                                 for real, fake in zip(real_outputs, fake_outputs)) / count,
+            "discriminator": real_loss.detach() + sum(fake_loss_fn(logits) for logits, _ in fake_outputs) / count,
             "adversarial": sum(generator_loss_fn(logits) for logits, _ in fake_outputs) / count,
-            "feature_matching": sum(losses.feature_matching_loss(real[1], fake[1])  # real features detached
-                                    for real, fake in zip(real_outputs, fake_outputs)) / count,
+            "feature_matching": sum(losses.feature_matching_loss(real, fake)
+                                    for real, (_, fake) in zip(real_features, fake_outputs)) / count,
         }
 
     def discriminator_step(self, loss: Tensor, optimizer) -> None:
-        """One discriminator update from its ``loss`` (its parameters' gradient only, not the generator's)."""
+        """The discriminator's update: adds the gradient of ``loss`` (its generated-audio term; the
+        real-audio term's is already there) for its parameters only, not the generator's, then steps."""
         self.check_finite(loss, "discriminator loss")
-        optimizer.zero_grad()
         self.manual_backward(loss, inputs=trainable(optimizer))
         self.log("train/grad_norm_discriminator", self.clip_and_check(optimizer, "discriminator"))
         optimizer.optimizer.step()  # the raw optimizer: a discriminator update is not a training step

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from rave_ddsp.nn.encoder import kl_divergence, reparametrize
 from rave_ddsp.train.latent import LatentStatistics, latent_size_for_fidelity
+from rave_ddsp.train import losses
 from rave_ddsp.train.model import RAVE, NonFiniteLossError, beta_schedule
 
 TINY = dict(sample_rate=16000, n_bands=4, latent_size=4, hidden_channels=(8, 16, 16), ratios=(4, 2), dilations=(1, 3),
@@ -130,10 +131,12 @@ def test_phase2_gives_each_player_the_gradient_of_its_own_loss_only():
     def gradients(loss, parameters):
         return torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
 
-    def recorded_adversarial_terms(audio, audio_hat):
-        terms = adversarial_terms(audio, audio_hat)
-        reference["discriminator"] = gradients(terms["discriminator"], list(model.discriminator.parameters()))
-        return terms
+    def recorded_adversarial_terms(audio, audio_hat, optimizer):
+        # the discriminator's whole loss, from passes of its own (its weights are not updated yet)
+        real, fake = model.discriminator(audio), model.discriminator(audio_hat.detach())
+        loss = sum(losses.hinge_discriminator_loss(r[0], f[0]) for r, f in zip(real, fake)) / len(real)
+        reference["discriminator"] = gradients(loss, list(model.discriminator.parameters()))
+        return adversarial_terms(audio, audio_hat, optimizer)
 
     def recorded_generator_loss(terms):
         loss = generator_loss(terms)
