@@ -63,6 +63,7 @@ def measure(config: str, threads: int, phase: int, steps: int, warmup: int, gpu:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
     return {"config": config, "phase": phase, "threads": threads, "precision": precision,
             "batch": batch, "n_signal": length, "median_step_s": step, "steps_per_s": 1 / step,
+            "mean_step_s": statistics.fmean(times[warmup:]),
             "peak_memory_gib": peak, "timed_steps": len(times) - warmup, "warmup_steps": warmup}
 
 
