@@ -37,7 +37,6 @@ from typing import Dict, List
 from benchmarks.common import write_results
 
 REPO = Path(__file__).resolve().parent.parent
-RAVE_PYTHON = REPO / ".cache" / "rave-venv" / "bin" / "python"
 
 
 def rave_one(config: str, phase: int, threads: int, batch: int, n_signal: int, steps: int, warmup: int) -> dict:
@@ -114,7 +113,9 @@ def ours_one(config: str, phase: int, threads: int, steps: int, warmup: int) -> 
 
 def run_one(side: str, args: List[str]) -> dict:
     """One measurement in a fresh process (ours in this interpreter, RAVE's in its venv)."""
-    python = sys.executable if side == "ours" else str(RAVE_PYTHON)
+    from benchmarks.compare_rave import require_rave_venv  # not at the top: RAVE's venv imports this module
+
+    python = sys.executable if side == "ours" else str(require_rave_venv())
     command = [python, "-W", "ignore", "-m", "benchmarks.bench_train_vs_rave", f"--{side}-one"] + args
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode:
@@ -164,9 +165,10 @@ def main() -> None:
         print(json.dumps(rave_one(args.config, args.phase, args.threads, args.batch, args.n_signal, args.steps,
                                   args.warmup)))
         return
-    if not RAVE_PYTHON.exists():
-        raise SystemExit(f"{RAVE_PYTHON} not found: set RAVE's venv up first (bash benchmarks/setup_rave_venv.sh)")
+    from benchmarks.compare_rave import require_rave_venv
     import yaml
+
+    require_rave_venv()  # before the first measurement, not after ours
 
     rows = []
     common = ["--threads", str(args.threads), "--steps", str(args.steps), "--warmup", str(args.warmup)]

@@ -44,15 +44,20 @@ RAVE_PYTHON = REPO / ".cache" / "rave-venv" / "bin" / "python"
 NAMES = ("rave", "ours")
 
 
+def require_rave_venv() -> Path:
+    """The Python of RAVE's venv, or a stop that says how to set it up."""
+    if not RAVE_PYTHON.exists():
+        raise SystemExit(f"{RAVE_PYTHON} not found: set RAVE's venv up first (bash benchmarks/setup_rave_venv.sh)")
+    return RAVE_PYTHON
+
+
 def export_rave(export_dir: Path, reuse: bool, causal: bool = False) -> Dict[str, object]:
     """The official RAVE v2's exports (``causal``: with its ``causal.gin``), made in RAVE's venv."""
     stem = "rave_v2_causal" if causal else "rave_v2"
     paths = {"streaming": export_dir / f"{stem}_streaming.ts", "offline": export_dir / f"{stem}.ts"}
     if reuse and all(p.exists() for p in paths.values()):
         return {"rave_version": "2.3.1 (reused export)", **paths}
-    if not RAVE_PYTHON.exists():
-        raise SystemExit(f"{RAVE_PYTHON} not found: set RAVE's venv up first (bash benchmarks/setup_rave_venv.sh)")
-    command = [str(RAVE_PYTHON), "-W", "ignore", "-m", "benchmarks.bench_rave_baseline",
+    command = [str(require_rave_venv()), "-W", "ignore", "-m", "benchmarks.bench_rave_baseline",
                "--export-only", str(export_dir)] + (["--causal"] if causal else [])
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
