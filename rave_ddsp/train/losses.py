@@ -4,6 +4,7 @@ Spectral distance (per scale, averaged over scales)::
 
     d(x, y) = linear_weight * ||S_y - S_x||_F / sqrt(||S_x||_F^2 + ||S_floor||_F^2)   (spectral convergence)
             + log_weight    * mean |log(S_y + e) - log(S_x + e)|                      (log magnitude L1)
+            + level_weight  * mean max(0, log(E_y + E_e) - log(E_x + E_e)) / 2          (excess frame level)
 
 with ``S`` the STFT magnitude (or a mel spectrogram when ``n_mels`` is set for that
 scale). The linear term is relative, so it weighs loud and quiet examples alike; the
@@ -13,6 +14,15 @@ target would make the relative term explode (any output is infinitely far from s
 Likewise ``e`` is the RMS spectrum of white noise at ``log_floor_db`` (-100 dB): below it,
 differences are inaudible, and a fixed tiny epsilon would let digital silence in the
 target dominate the log term.
+
+The log term averages over bins, so it weighs an error by its bandwidth: a steady 2.8 kHz tone at
+-64 dB RMS over a silent target costs it 0.13, as much as a 1.2 dB error in every bin, and the
+relative term, normalised over the whole batch, hardly sees it beside louder examples. The
+excess-level term judges each frame's energy ``E = sum_f S^2`` (of the linear spectrum) where it
+is above the target's, in the log term's units (``/ 2``: log amplitude), with ``E_e`` the energy
+of the log term's floor noise in a frame: it keeps a model from humming in silence. It is one-sided
+on purpose: a two-sided level term rewards any energy in the right amount, and a filtered-noise
+branch buys it more cheaply than a waveform (``docs/design-notes.md``, "Silence").
 """
 import math
 from typing import Callable, List, Optional, Sequence
@@ -30,6 +40,7 @@ class MultiScaleSTFT(nn.Module):
         hop_divisor: hop = n_fft // hop_divisor (4: 75 % overlap).
         linear_weight: weight of the spectral-convergence term.
         log_weight: weight of the log-magnitude L1 term.
+        level_weight: weight of the excess frame-level term (0: off).
         log_floor_db: level (dB RMS) of the white noise whose spectrum floors the log term.
         n_mels: optional, one per scale: mel bands (0 for a linear-frequency scale).
         sample_rate: needed only with ``n_mels``.
@@ -47,6 +58,7 @@ class MultiScaleSTFT(nn.Module):
         n_mels: Optional[Sequence[int]] = None,
         sample_rate: int = 44100,
         silence_db: float = -60.0,
+        level_weight: float = 0.0,
     ):
         super().__init__()
         if n_mels is not None and len(n_mels) != len(n_ffts):
@@ -71,6 +83,7 @@ class MultiScaleSTFT(nn.Module):
         self.log_floors = [(energy * 10 ** (log_floor_db / 10)) ** 0.5 for energy in unit]
         self.linear_weight = linear_weight
         self.log_weight = log_weight
+        self.level_weight = level_weight
 
     def forward(self, x: Tensor, y: Tensor, noise_power: Optional[Callable[[int, int], Tensor]] = None) -> Tensor:
         """Distance of ``y`` (estimate) from ``x`` (target), both ``[B, C, T]``: a scalar.
@@ -88,6 +101,11 @@ class MultiScaleSTFT(nn.Module):
             spec_x, spec_y = self.spectrum(transform, x), self.spectrum(transform, y)  # [B * C, F, frames]
             if noise_power is not None:
                 spec_y = torch.sqrt(spec_y.pow(2) + noise_power(n_fft, hop))
+            if self.level_weight:
+                level_floor = spec_x.shape[-2] * log_floor ** 2
+                level_x, level_y = (spec.pow(2).sum(dim=-2) + level_floor for spec in (spec_x, spec_y))
+                excess = torch.relu(torch.log(level_y) - torch.log(level_x))
+                total = total + self.level_weight * 0.5 * excess.mean()
             if isinstance(transform, torchaudio.transforms.MelSpectrogram):
                 spec_x, spec_y = transform.mel_scale(spec_x), transform.mel_scale(spec_y)
             if self.linear_weight:

@@ -81,7 +81,8 @@ class RAVE(L.LightningModule):
     (no look-ahead: lowest streaming delay); ``lookahead_ms`` (a bound on the streaming delay
     of ``forward``: the finest-rate layers keep their look-ahead, the coarser ones are causal;
     None: every layer centred). Losses: spectral scales (``full_band_ffts``,
-    optional ``full_band_mels`` per scale, ``band_ffts``) and weights; ``noise_loss``
+    optional ``full_band_mels`` per scale, ``band_ffts``) and weights (``spectral_level_weight``:
+    the full-band distance's excess-level term, see :mod:`rave_ddsp.train.losses`); ``noise_loss``
     (:data:`NOISE_LOSSES`: ``drawn``, the default, judges the noise branch by one draw of
     noise, ``expected`` by its expected spectrum); with ``expected``, ``noise_floor_weight`` times
     :class:`rave_ddsp.train.losses.NoiseFloorDistance` (quantile ``noise_floor_quantile``) joins
@@ -135,6 +136,7 @@ class RAVE(L.LightningModule):
         band_ffts: Sequence[int] = (256, 128, 64, 32),
         spectral_linear_weight: float = 1.0,
         spectral_log_weight: float = 1.0,
+        spectral_level_weight: float = 0.0,
         full_band_weight: float = 1.0,
         band_weight: float = 1.0,
         beta: float = 0.1,
@@ -190,7 +192,7 @@ class RAVE(L.LightningModule):
         self.discriminator = CombinedDiscriminator(discriminators, channels, discriminator_capacity_scale)
         self.full_band_distance = losses.MultiScaleSTFT(full_band_ffts, linear_weight=spectral_linear_weight,
                                                         log_weight=spectral_log_weight, n_mels=full_band_mels,
-                                                        sample_rate=sample_rate)
+                                                        sample_rate=sample_rate, level_weight=spectral_level_weight)
         self.band_distance = losses.MultiScaleSTFT(band_ffts, linear_weight=spectral_linear_weight,
                                                    log_weight=spectral_log_weight)
         # cells as wide as the noise filters' frequency spacing, at the finest full-band scale

@@ -83,6 +83,33 @@ def test_log_term_ignores_differences_below_its_floor():
     assert float(distance(silence, audible)) == pytest.approx(math.log(10 ** 3), rel=0.05)  # 60 dB above the floor
 
 
+def test_excess_level_term_judges_a_frame_by_its_energy_not_by_its_bandwidth():
+    # a steady tone at -64 dB RMS where the target is silent (a humming decoder): narrow in every
+    # scale, so the log term, a mean over bins, barely sees it; the level term sees its 36 dB over
+    # the -100 dB floor in every frame: ln(10^(36/20)) = 4.14 log-amplitude units
+    t = torch.arange(32768) / 44100
+    hum = (10 ** (-64 / 20) * math.sqrt(2) * torch.sin(2 * math.pi * 2756 * t))[None, None]
+    silence = torch.zeros_like(hum)
+    level_only = losses.MultiScaleSTFT(linear_weight=0.0, log_weight=0.0, level_weight=1.0)
+    log_only = losses.MultiScaleSTFT(linear_weight=0.0)
+    assert float(level_only(silence, hum)) == pytest.approx(36 / 20 * math.log(10), rel=0.02)
+    assert float(log_only(silence, hum)) < 0.2
+    # too loud by g: every frame's energy g^2 times the target's, |ln g|; too quiet, or right: nothing
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 8192)
+    assert float(level_only(x, 2.0 * x)) == pytest.approx(math.log(2.0), rel=1e-3)
+    assert float(level_only(x, 0.5 * x)) == 0.0
+    assert float(level_only(x, x)) == 0.0
+    # the same energy per frame in other bins costs it (almost) nothing
+    spectrum = torch.fft.rfft(x)
+    shuffled = torch.fft.irfft(spectrum.abs().flip(-1) * torch.exp(1j * spectrum.angle()), n=8192)
+    assert float(level_only(x, shuffled)) < 0.1 < float(log_only(x, shuffled))
+    # and it adds to the other terms, weighted
+    both = losses.MultiScaleSTFT(level_weight=2.0)(x, 2.0 * x)
+    assert float(both) == pytest.approx(float(losses.MultiScaleSTFT()(x, 2.0 * x) + 2 * level_only(x, 2.0 * x)),
+                                        rel=1e-5)
+
+
 def test_expected_noise_power_judges_noise_by_its_spectrum_not_one_draw():
     """A noise target is matched best by the noise model that made it, judged by its expected
     power; judged by one draw, the same model scores like any other random signal."""
