@@ -64,6 +64,21 @@ def test_live_receptive_field_holds_an_attack():
     assert span >= 0.5 * model.hparams.sample_rate
 
 
+def test_live_training_loss_hears_a_hum_in_silence():
+    """A steady -64 dB tone where the target is silent (the hum a trained live model once left in
+    silence), beside an example reproduced exactly: with the live config's excess-level term it costs
+    2.1, against 0.07 without it (the same pair with the loud example 10 dB too loud: 3.3)."""
+    model = live_model()
+    t = torch.arange(32768) / 44100
+    loud = 0.1 * torch.randn(1, 1, 32768, generator=torch.Generator().manual_seed(0))
+    hum = (10 ** (-64 / 20) * math.sqrt(2) * torch.sin(2 * math.pi * 2756 * t))[None, None]
+    target, estimate = torch.cat([loud, torch.zeros_like(hum)]), torch.cat([loud, hum])
+    with_level = float(model.full_band_distance(target, estimate))
+    model.full_band_distance.level_weight = 0.0
+    without = float(model.full_band_distance(target, estimate))
+    assert without < 0.1 and with_level > 1.5
+
+
 CASES = {1: ((128, 8), (2048, 1)), 2: tuple(zip(BUFFERS, (8, 1, 2, 4, 8)))}  # channels: (buffer, voices), ...
 
 
