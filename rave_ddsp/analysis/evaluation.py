@@ -87,6 +87,11 @@ LABELS = {
 }
 NOISE_KEYS = ("noise_share_db", "mel_distance_no_noise")
 ABLATION_LABEL = "mel distance change, noise off (%)"
+SILENCE_SECONDS = 2.0
+SILENCE_LABEL = f"output for {SILENCE_SECONDS:g} s of digital silence (dB RMS) ↓"
+SILENCE_RECIPE = (f"{SILENCE_SECONDS:g} s of zeros reconstructed as the files are; 10 log10 of the output's mean "
+                  "square over channels and samples, -200 dB for exact zeros (a model that hums or hisses in "
+                  "silence shows here; the loudness L1 sees it only where the files are silent)")
 INTERPOLATION_READING = (
     "For each pair (A, B) and weight a, the output of z = (1 - a) z_A + a z_B is compared with A and with B. "
     "At a = 0 it is A's reconstruction: its error against A is the reconstruction error, against B the gap "
@@ -230,6 +235,15 @@ def noise_ablation(codec: Codec, reference: Tensor, estimate: Tensor) -> Dict[st
             "mel_distance_no_noise": float(metrics.mel_distance(reference, clean, model.sample_rate)[0])}
 
 
+def silence_level_db(codec: Codec) -> float:
+    """What the model makes of :data:`SILENCE_SECONDS` of digital silence, in dB RMS (:data:`SILENCE_RECIPE`)."""
+    model = codec.model
+    torch.manual_seed(0)  # an official RAVE export samples its latent
+    (output,) = codec.reconstruct([torch.zeros(model.channels, int(SILENCE_SECONDS * model.sample_rate))])
+    energy = float(output.double().pow(2).mean())
+    return 10 * math.log10(energy) if energy > 0 else -200.0
+
+
 def relative_change_pct(before: float, after: float) -> float:
     """``100 (after - before) / before`` (NaN if either is missing or ``before`` is 0)."""
     return 100 * (after - before) / before if math.isfinite(before) and math.isfinite(after) and before else math.nan
@@ -302,6 +316,7 @@ def score_model(model, files: Sequence[Tuple[Path, str]], pitch: bool, crepe_mod
         "reconstruction_seconds": compute_seconds, "files": rows, "skipped": skipped, "aggregate": statistics,
         "mel_distance_no_noise_change_pct": relative_change_pct(statistics["mel_distance"]["mean"],
                                                                 statistics["mel_distance_no_noise"]["mean"]),
+        "silence_db": silence_level_db(codec),
     }
     if n_codebooks:
         used = int(model.module.get_codebooks()[0])
@@ -351,6 +366,7 @@ def evaluate(models: Sequence, data: Path, pitch: bool = True, crepe_model: str 
                            f"after a warm-up) / audio duration, torch on {TIMING_THREADS} thread(s); the "
                            f"noise ablation's second reconstruction is not timed",
         "parameters": "parameters of encoder and decoder as run for inference (weight norm folded)",
+        "silence": SILENCE_RECIPE,
         "recipes": {key: RECIPES[key] for key in LABELS if pitch or not key.startswith("f0")},
     }
     runs = [(model, k) for model in models
@@ -399,6 +415,7 @@ def markdown(report: dict) -> str:
             for key in LABELS if key in models[0]["aggregate"]]
     changes = [m["mel_distance_no_noise_change_pct"] for m in models]
     rows += [[ABLATION_LABEL] + [f"{c:+.1f}" if c is not None and math.isfinite(c) else "-" for c in changes],
+             [SILENCE_LABEL] + [f"{m['silence_db']:.1f}" if "silence_db" in m else "-" for m in models],
              ["parameters"] + [f"{m['parameters'] / 1e6:.3f} M" for m in models],
              [f"realtime factor ({TIMING_THREADS} thread) ↓"] + [f"{m['realtime_factor']:.4f}" for m in models],
              ["sample rate"] + [f"{m['sample_rate']} Hz" for m in models],
@@ -412,6 +429,8 @@ def markdown(report: dict) -> str:
                                  for m in models], rows)
     lines += ["", "Recipes:", ""] + [f"- {LABELS[key]}: {text}" for key, text in settings["recipes"].items()]
     lines += [f"- realtime factor: {settings['realtime_factor']}", f"- parameters: {settings['parameters']}"]
+    if "silence" in settings:
+        lines += [f"- output for digital silence: {settings['silence']}"]
     for model in models:
         if model["skipped"]:
             lines += ["", f"Skipped by {model['model']}:"] + [f"- {s['file']}: {s['reason']}" for s in model["skipped"]]

@@ -114,7 +114,7 @@ def test_gain_and_identity_give_known_distances(noise_folder):
 
 def test_aggregates_are_mean_and_ci95_of_the_files(noise_folder):
     torch.manual_seed(0)
-    hiss = 0.05 * torch.randn(RATE)
+    hiss = 0.05 * torch.randn(2 * RATE)  # longer than the 2 s of silence evaluate also reconstructs
     report = evaluate([StandIn(lambda z: z + hiss[: z.shape[-1]])], noise_folder, pitch=False, progress=False)
     model = report["models"][0]
     assert len(set(scores(model, "si_sdr_db"))) == 4  # the files differ, so the interval is not trivial
@@ -175,6 +175,17 @@ def test_noise_share_and_ablation_of_a_known_mixture(noise_folder, share_db):
     lines = markdown(report).splitlines()
     assert f"| noise branch energy share (dB) | {share_db:.2f} ± 0.00 | - |" in lines
     assert "| mel distance change, noise off (%) | -100.0 | - |" in lines
+
+
+def test_output_for_digital_silence_is_reported(noise_folder):
+    hum = StandIn(lambda z: z + 0.01 * torch.sin(2 * math.pi * 440 * torch.arange(z.shape[-1]) / RATE), "hum.ts")
+    report = evaluate([hum, StandIn()], noise_folder, pitch=False, max_files=1, progress=False)
+    humming, plain = report["models"]
+    assert humming["silence_db"] == pytest.approx(20 * math.log10(0.01 / math.sqrt(2)), abs=0.01)  # -43.0 dB
+    assert plain["silence_db"] == -200.0
+    lines = markdown(report).splitlines()
+    assert "| output for 2 s of digital silence (dB RMS) ↓ | -43.0 | -200.0 |" in lines
+    assert any(line.startswith("- output for digital silence: 2 s of zeros") for line in lines)
 
 
 def test_no_noise_gives_the_share_floor(noise_folder):
