@@ -134,6 +134,22 @@ def test_snake_matches_formula_and_unknown_activation_is_refused():
     y = x.clone().requires_grad_()
     snake(y).sum().backward()
     torch.testing.assert_close(y.grad, 1 + torch.sin(2 * alpha * x))  # d/dx sin^2(ax)/a = sin(2ax)
+    # training's closed-form derivatives (x and alpha) against autograd's own of the formula,
+    # and against finite differences, alpha tiny included
+    weights = torch.randn(1, 2, 10)
+    for module in (snake, scripted):
+        y = x.clone().requires_grad_()
+        module.alpha.grad = None
+        (weights * module(y)).sum().backward()
+        y_ref, alpha_ref = x.clone().requires_grad_(), alpha.clone().requires_grad_()
+        (weights * (y_ref + torch.sin(alpha_ref * y_ref) ** 2 / (alpha_ref + 1e-9))).sum().backward()
+        torch.testing.assert_close(y.grad, y_ref.grad)
+        torch.testing.assert_close(module.alpha.grad, alpha_ref.grad)
+    epsilon = torch.tensor(1e-9, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x, a: layers._SnakeFunction.apply(x, a, epsilon),
+                                    (torch.randn(2, 3, 20, dtype=torch.float64, requires_grad=True),
+                                     torch.tensor([0.5, 2.0, 1e-3], dtype=torch.float64).reshape(1, 3, 1)
+                                     .requires_grad_()))
     with pytest.raises(ValueError, match="unknown activation"):
         layers.activation("relu6", 2)
 
