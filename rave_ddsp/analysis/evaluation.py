@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from rave_ddsp.analysis import metrics
 from rave_ddsp.data.audio import find_audio_files, load_audio
+from rave_ddsp.dsp.filtered_noise import share_db
 from rave_ddsp.runtime.codec import BATCH_SECONDS, Codec
 from rave_ddsp.nn.quantizer import usage_statistics
 from rave_ddsp.runtime.inference import has_noise_level, noise_level
@@ -240,8 +241,7 @@ def silence_level_db(codec: Codec) -> float:
     model = codec.model
     torch.manual_seed(0)  # an official RAVE export samples its latent
     (output,) = codec.reconstruct([torch.zeros(model.channels, int(SILENCE_SECONDS * model.sample_rate))])
-    energy = float(output.double().pow(2).mean())
-    return 10 * math.log10(energy) if energy > 0 else -200.0
+    return float(share_db(output.double().pow(2).mean(), torch.tensor(1.0)))  # relative to full scale
 
 
 def relative_change_pct(before: float, after: float) -> float:
@@ -415,7 +415,7 @@ def markdown(report: dict) -> str:
             for key in LABELS if key in models[0]["aggregate"]]
     changes = [m["mel_distance_no_noise_change_pct"] for m in models]
     rows += [[ABLATION_LABEL] + [f"{c:+.1f}" if c is not None and math.isfinite(c) else "-" for c in changes],
-             [SILENCE_LABEL] + [f"{m['silence_db']:.1f}" if "silence_db" in m else "-" for m in models],
+             [SILENCE_LABEL] + [f"{m['silence_db']:.1f}" for m in models],
              ["parameters"] + [f"{m['parameters'] / 1e6:.3f} M" for m in models],
              [f"realtime factor ({TIMING_THREADS} thread) ↓"] + [f"{m['realtime_factor']:.4f}" for m in models],
              ["sample rate"] + [f"{m['sample_rate']} Hz" for m in models],
@@ -428,9 +428,8 @@ def markdown(report: dict) -> str:
     lines += table(["metric"] + [m["model"] + (f" ({m['codebooks']} codebooks)" if "codebooks" in m else "")
                                  for m in models], rows)
     lines += ["", "Recipes:", ""] + [f"- {LABELS[key]}: {text}" for key, text in settings["recipes"].items()]
-    lines += [f"- realtime factor: {settings['realtime_factor']}", f"- parameters: {settings['parameters']}"]
-    if "silence" in settings:
-        lines += [f"- output for digital silence: {settings['silence']}"]
+    lines += [f"- realtime factor: {settings['realtime_factor']}", f"- parameters: {settings['parameters']}",
+              f"- output for digital silence: {settings['silence']}"]
     for model in models:
         if model["skipped"]:
             lines += ["", f"Skipped by {model['model']}:"] + [f"- {s['file']}: {s['reason']}" for s in model["skipped"]]
