@@ -228,7 +228,7 @@ class _SnakeFunction(torch.autograd.Function):
     ``dy/dx = 1 + sin(2a) alpha / (alpha + eps)`` and
     ``dy/dalpha = x sin(2a) / (alpha + eps) - sin(a)^2 / (alpha + eps)^2``.
     Only ``x`` is kept for the backward pass (autograd's own graph of the formula keeps three
-    tensors of ``x``'s size and walks them about twice as often)."""
+    tensors of ``x``'s size; README, "Benchmarks", has the time and memory this saves)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, alpha: Tensor, epsilon: Tensor) -> Tensor:
