@@ -2,7 +2,7 @@
 # Issue 11's comparison: rave_ddsp `small` against the official RAVE v2_small (its own venv, its own
 # training_step), phase 1, the same dev phrases without one instrument, batch 8 x 32768, 2 threads,
 # the same wall-clock each, one after the other; then both scored on the held-out instrument's phrases
-# and notes (scripts/evaluate.py, CREPE tiny). Results: benchmarks/results/noise_branch_<MINUTES>min.*
+# and notes (scripts/evaluate.py, CREPE tiny). Results: benchmarks/results/noise_branch_<HELD_OUT>_<MINUTES>min_*
 #   bash benchmarks/noise_branch_runs.sh [DEV_DIR] [HELD_OUT_INSTRUMENT] [MINUTES] [ours|rave|evaluate|all]
 # Ours starts the noise branch at -50 dB and trains with OURS_ARGS (default "--model.noise_loss
 # expected") as run NAME (default small); the ablation in the README:
@@ -16,7 +16,7 @@ MINUTES=${3:-20}
 STAGE=${4:-all}
 NAME=${NAME:-small}
 WORK=${WORK:-.cache/noise}
-RESULTS=benchmarks/results/noise_branch_${MINUTES}min
+RESULTS=benchmarks/results/noise_branch_${HELD_OUT}_${MINUTES}min
 # shellcheck source=benchmarks/split_phrases.sh
 source benchmarks/split_phrases.sh
 split_phrases "$DEV" "$HELD_OUT" "$WORK"
@@ -43,9 +43,10 @@ if [ "$STAGE" = evaluate ] || [ "$STAGE" = all ]; then
             "$WORK/rave_v2_small/rave.ts" --data "$WORK/heldout_$set" --crepe-model tiny \
             --output "${RESULTS}_$set.json" --quiet
     done
-    # what each branch carries, with spectrograms of one phrase and one note
+    # what each branch carries, with spectrograms of the first phrase and the sixth note (mid-register)
+    figure_note=$(find "$WORK/heldout_notes" -name '*.flac' | sort | sed -n 6p)
     # shellcheck disable=SC2086
     .venv/bin/python -m benchmarks.noise_branch_report --models "$WORK/runs/small" $others \
         --data "$WORK/heldout_phrases" "$WORK/heldout_notes" --output "${RESULTS}_parts" \
-        --figure-files "${HELD_OUT}_phrase_000" "${HELD_OUT}_071_085"
+        --figure-files "${HELD_OUT}_phrase_000" "$(basename "$figure_note" .flac)"
 fi
