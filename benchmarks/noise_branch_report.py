@@ -20,7 +20,6 @@ waveform branch and its noise branch, on one dB scale.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Dict, List, Sequence
 

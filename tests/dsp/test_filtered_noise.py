@@ -218,3 +218,15 @@ def test_inverse_exp_sigmoid_inverts_the_scaling():
         assert float(dsp.exp_sigmoid(torch.tensor(dsp.inverse_exp_sigmoid(magnitude)))) == pytest.approx(magnitude)
     with pytest.raises(ValueError, match="noise magnitude"):
         dsp.inverse_exp_sigmoid(2.5)
+
+
+def test_expected_power_stays_positive_over_a_70_db_range_of_magnitudes():
+    """Magnitudes from the scaling's floor (1e-7) to near its ceiling: float32 cancellation used to leave
+    bins far under the peak negative (-1.6e-6 against 53), and a training loss's square root of them NaN."""
+    torch.manual_seed(0)
+    responses = dsp.impulse_response(10 ** (-7 + 7.3 * torch.rand(4, 16, 32, 5)))
+    for n_fft in (128, 64):
+        power = dsp.expected_stft_power(responses, 64, n_fft, n_fft // 4,
+                                        dsp.noise_spectral_basis(n_fft, responses.shape[-1]))
+        assert float(power.min()) > 0
+        assert torch.isfinite(torch.sqrt(power)).all()
