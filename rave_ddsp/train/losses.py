@@ -184,15 +184,6 @@ class NoiseFloorDistance(nn.Module):
         noise = self.cells(noise_power(self.n_fft, self.hop)).mean(2)  # [B * C, cells, frames]
         return (torch.log(noise + self.log_floor) - torch.log(floor + self.log_floor)).abs().mean()
 
-    def excess(self, x: Tensor, y: Tensor) -> Tensor:
-        """How far the floor of ``y [B, C, T]`` (a deterministic branch's output) rises above ``x``'s, cell by
-        cell: the mean ``max(0, ln(floor_y + e) - ln(floor_x + e))``. One-sided: the branch may leave the floor
-        below the target's (the noise fills it) but is pushed out of the valleys it overfills; its gradient
-        reaches the bins at the quantile."""
-        with torch.no_grad():
-            target = self.floor(x)
-        return (torch.log(self.floor(y) + self.log_floor) - torch.log(target + self.log_floor)).clamp_min(0).mean()
-
 
 def hinge_discriminator_loss(real: Tensor, fake: Tensor) -> Tensor:
     """Hinge loss for the discriminator: ``mean(relu(1 - D(x))) + mean(relu(1 + D(G(z))))``."""

@@ -86,9 +86,7 @@ class RAVE(L.LightningModule):
     (:data:`NOISE_LOSSES`: ``drawn``, the default, judges the noise branch by one draw of
     noise, ``expected`` by its expected spectrum); with ``expected``, ``noise_floor_weight`` times
     :class:`rave_ddsp.train.losses.NoiseFloorDistance` (quantile ``noise_floor_quantile``) joins
-    the spectral distance, and ``waveform_floor_weight`` times its one-sided ``excess`` of the waveform
-    branch's floor over the target's (the waveform branch pushed out of the valleys between partials,
-    which the noise fills); ``beta`` (KL weight
+    the spectral distance; ``beta`` (KL weight
     after warm-up, from ``beta_start``); phase 2 from ``phase2_step`` with
     ``discriminators`` (kinds of :class:`CombinedDiscriminator`), ``adversarial_loss``
     (``hinge`` or ``least_squares``), ``adversarial_weight``, ``feature_matching_weight``.
@@ -123,7 +121,6 @@ class RAVE(L.LightningModule):
         noise_loss: str = "drawn",
         noise_floor_weight: float = 1.0,
         noise_floor_quantile: float = 0.25,
-        waveform_floor_weight: float = 0.0,
         bottleneck: str = "vae",
         n_codebooks: int = 8,
         codebook_size: int = 1024,
@@ -320,17 +317,13 @@ class RAVE(L.LightningModule):
         else:
             bands_hat = waveform.float()
             full_band_power, band_power = self.expected_noise_power(magnitudes)
-        audio_hat = self.synthesize(bands_hat)
-        terms = {"full_band": self.full_band_distance(audio, audio_hat, full_band_power)}
+        terms = {"full_band": self.full_band_distance(audio, self.synthesize(bands_hat), full_band_power)}
         if hp.n_bands > 1 and hp.band_weight:
             terms["bands"] = self.band_distance(bands, bands_hat, band_power)
         if full_band_power is not None and hp.noise_floor_weight:
             terms["noise_floor"] = self.noise_floor_distance(audio, full_band_power)
-        if full_band_power is not None and hp.waveform_floor_weight:  # audio_hat: the waveform branch alone
-            terms["waveform_floor"] = self.noise_floor_distance.excess(audio, audio_hat)
         terms["spectral"] = (hp.full_band_weight * terms["full_band"] + hp.band_weight * terms.get("bands", 0.0)
-                             + hp.noise_floor_weight * terms.get("noise_floor", 0.0)
-                             + hp.waveform_floor_weight * terms.get("waveform_floor", 0.0))
+                             + hp.noise_floor_weight * terms.get("noise_floor", 0.0))
         return terms
 
     def expected_noise_power(self, magnitudes: Tensor):

@@ -274,26 +274,6 @@ def test_noise_branch_started_near_the_waveform_gets_gradient(noise_loss):
     assert norms[0] > 0.2 * norms[1]  # at the default -94 dB start it is 1 %
 
 
-def test_waveform_floor_term_joins_the_spectral_loss_and_reaches_only_the_waveform_branch():
-    audio = 0.3 * torch.sin(torch.linspace(0, 300, 32 * HOP)).repeat(2, 1, 1) + 1e-4 * torch.randn(2, 1, 32 * HOP)
-    spectral = {}
-    for weight in (0.0, 2.0):
-        torch.manual_seed(0)
-        model = tiny_model(noise_loss="expected", noise_initial_gain_db=-50.0, decoder_initial_gain_db=-1.0,
-                           waveform_floor_weight=weight)
-        bands, mean, _ = model.encode(audio)
-        terms = model.spectral_loss(audio, bands, *model.decoder.branches(mean.detach()))
-        spectral[weight] = terms
-    assert "waveform_floor" not in spectral[0.0]
-    excess = spectral[2.0]["waveform_floor"]
-    assert float(excess.detach()) > 0  # an untrained decoder's floor lies above a sine's
-    assert float(spectral[2.0]["spectral"].detach()) == pytest.approx(
-        float((spectral[0.0]["spectral"] + 2.0 * excess).detach()), rel=1e-5)
-    excess.backward()
-    assert float(torch.cat([p.grad.flatten() for p in model.decoder.head.parameters()]).norm()) > 0
-    assert all(p.grad is None or not p.grad.any() for p in model.decoder.noise.parameters())
-
-
 def test_noise_shares_are_per_band_and_overall():
     from rave_ddsp.train.model import noise_shares_db
 
