@@ -31,13 +31,11 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-import numpy as np
-import soundfile
 import torch
-import torchaudio
 
 from benchmarks.common import write_results
 from benchmarks.compare_rave import require_rave_venv
+from rave_ddsp.data.audio import load_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = (256, 64)
@@ -82,13 +80,7 @@ def read_audio(paths: List[Path], rate: int, seconds: float, note_seconds: float
     """``[1, 1, T]`` mono at ``rate``, padded to whole 2048-sample buffers: one file's first ``seconds``,
     or, given several, the first ``note_seconds`` of each in turn, each followed by a silence of 0.15 to
     0.75 s (seeded; irregular, so that no lag is ambiguous by a period), until ``seconds``."""
-    pieces = []
-    for path in paths:
-        data, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-        audio = torch.from_numpy(np.ascontiguousarray(data.mean(1)))
-        if file_rate != rate:
-            audio = torchaudio.functional.resample(audio, file_rate, rate)
-        pieces.append(audio)
+    pieces = [torch.from_numpy(load_audio(path, rate, channels=1)[0]) for path in paths]
     if len(pieces) == 1:
         audio = pieces[0][: int(seconds * rate)]
     else:
