@@ -5,6 +5,8 @@
 # not see: the held-out instrument's phrases, and the dev notes (velocity 85, MIDI 60-79).
 # Results: benchmarks/results/live_<MINUTES>min_{phrases,notes}.{json,md}
 #   bash benchmarks/live_runs.sh [DEV_DIR] [HELD_OUT_INSTRUMENT] [MINUTES] [live|small|evaluate|all]
+# ALSO="RUN..." scores more runs beside them (README's table: ALSO=.cache/live/runs/live_r222, the
+# three-rate design trained before the config changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=${1:-../shared/data/dev}
@@ -23,7 +25,7 @@ if [ "$STAGE" = live ] || [ "$STAGE" = all ]; then train live; fi
 if [ "$STAGE" = small ] || [ "$STAGE" = all ]; then train small; fi
 if [ "$STAGE" = evaluate ] || [ "$STAGE" = all ]; then
     for set in heldout_phrases unseen_notes; do
-        .venv/bin/python scripts/evaluate.py --model "$WORK/runs/live" --compare "$WORK/runs/small" \
+        .venv/bin/python scripts/evaluate.py --model "$WORK/runs/live" --compare ${ALSO:-} "$WORK/runs/small" \
             --data "$WORK/$set" --crepe-model tiny --output "${RESULTS}_${set#*_}.json" --quiet
     done
 fi
