@@ -1,7 +1,7 @@
 """Latency of trained streaming exports, measured on the energy envelope: the official RAVE's too.
 
-    python -m benchmarks.bench_latency_trained --rave-run RAVE_RUN --ours RUN [RUN ...] --audio FILE [FILE ...]
-        [--buffer 2048] [--seconds 20] [--note-seconds 0.5]
+    python -m benchmarks.bench_latency_trained --rave-run RAVE_RUN [RAVE_RUN ...] --ours RUN [RUN ...]
+        --audio FILE [FILE ...] [--buffer 2048] [--seconds 20] [--note-seconds 0.5]
 
 :mod:`benchmarks.bench_latency` times exports by matching the streamed output sample for sample
 with the one-call output (or by their cross-correlation). The official RAVE's exports draw random
@@ -108,7 +108,8 @@ def run_outputs(paths: Dict[str, Path], audio: torch.Tensor, buffer: int) -> Dic
 def export_ours(run: Path, folder: Path) -> Dict[str, object]:
     from rave_ddsp.runtime.export import export, load_model
 
-    paths = {"streaming": folder / f"{run.name}_streaming.ts", "offline": folder / f"{run.name}_offline.ts"}
+    folder = Path(tempfile.mkdtemp(dir=folder))  # a folder per run: runs may share a name
+    paths = {"streaming": folder / "streaming.ts", "offline": folder / "offline.ts"}
     for name, path in paths.items():
         export(run, path, streaming=name == "streaming")
     model = load_model(run, streaming=True)
@@ -117,6 +118,7 @@ def export_ours(run: Path, folder: Path) -> Dict[str, object]:
 
 def export_official(run: Path, folder: Path) -> Dict[str, object]:
     python = require_rave_venv()
+    folder = Path(tempfile.mkdtemp(dir=folder))  # RAVE's exports are named by kind only: a folder per run
     paths = {}
     for name, streaming in (("streaming", True), ("offline", False)):
         code = ("import sys; from pathlib import Path; from benchmarks.bench_rave_baseline import export_run; "
@@ -130,7 +132,7 @@ def export_official(run: Path, folder: Path) -> Dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rave-run", type=Path, help="a trained official RAVE run folder")
+    parser.add_argument("--rave-run", type=Path, nargs="*", default=[], help="trained official RAVE run folders")
     parser.add_argument("--ours", type=Path, nargs="*", default=[], help="trained rave_ddsp run folders")
     parser.add_argument("--audio", type=Path, nargs="+", required=True,
                         help="a phrase with clear onsets, or several notes (see read_audio)")
@@ -143,8 +145,7 @@ def main() -> None:
     rows: List[Dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         exports = [(run, export_ours(run, Path(tmp))) for run in args.ours]
-        if args.rave_run is not None:
-            exports.append((args.rave_run, export_official(args.rave_run, Path(tmp))))
+        exports += [(run, export_official(run, Path(tmp))) for run in args.rave_run]
         for run, exported in exports:
             audio = read_audio(args.audio, exported["sample_rate"], args.seconds, args.note_seconds)
             outputs = run_outputs(exported, audio, args.buffer)
@@ -156,8 +157,9 @@ def main() -> None:
             said = "not reported" if reported is None else f"reported {reported}"
             print(f"{run}: {said}; by the envelope {found['lag']} samples ({row['lag_ms']:.1f} ms; 256-sample frames: "
                   f"{found['coarse_lag']}, peak {found['peak']:.2f}, next {found['next_peak']:.2f})", flush=True)
-    settings = {"audio": [str(path) for path in args.audio], "note_seconds": args.note_seconds, "seconds": args.seconds, "buffer": args.buffer, "threads": 1,
-                "frames": list(FRAMES), "method": "RMS envelopes (mean removed) correlated in 256-sample frames, refined in 64"}
+    settings = {"audio": [str(path) for path in args.audio], "note_seconds": args.note_seconds,
+                "seconds": args.seconds, "buffer": args.buffer, "threads": 1, "frames": list(FRAMES),
+                "method": "RMS envelopes (mean removed) correlated in 256-sample frames, refined in 64"}
     print(f"wrote {write_results('latency_trained', settings, rows)}")
 
 

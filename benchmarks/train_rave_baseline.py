@@ -4,7 +4,7 @@ Runs in RAVE's own venv (RAVE is CC BY-NC: it is installed and run for measureme
 of its code is in this repository; ``bash benchmarks/setup_rave_venv.sh``). From the repo root:
 
     .cache/rave-venv/bin/python -m benchmarks.train_rave_baseline --data DIR --minutes M --output OUT_DIR
-        [--config v2_small] [--batch 8] [--n-signal 32768] [--threads 2] [--seed 0]
+        [--config v2_small] [--overlay causal] [--batch 8] [--n-signal 32768] [--threads 2] [--seed 0]
 
 What runs is RAVE's own: ``rave.RAVE`` built from one of its gin configs, its ``training_step``
 driven by pytorch_lightning's Trainer with the callbacks ``rave train`` installs (phase-1
@@ -225,7 +225,7 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
         pl.seed_everything(args.seed)  # torch, numpy and random: weights, crops and RAVE's transforms
         return rave.RAVE(n_channels=1)
 
-    parse_rave_config(args.config)
+    parse_rave_config(args.config, *args.overlay)
     gin.bind_parameter("RAVE.n_channels", 1)  # as ``rave train`` binds it (mono)
     model = build()
     valid_crop_note = None
@@ -272,7 +272,7 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
     fidelity = model.fidelity.numpy()
     later = (clock.train_seconds - clock.first_step_s) / max(steps - 1, 1)
     return {
-        "config": args.config, "steps": steps, "train_seconds": round(clock.train_seconds, 1),
+        "config": args.config, "overlays": args.overlay, "steps": steps, "train_seconds": round(clock.train_seconds, 1),
         "steps_per_s": round(steps / clock.train_seconds, 3), "first_step_s": round(clock.first_step_s, 2),
         "steps_per_s_after_first": round(1 / later, 3), "total_seconds": round(time.time() - started, 1),
         "minutes": args.minutes, "phase_1_duration": phase_1_steps, "batch": args.batch,
@@ -293,6 +293,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock training budget")
     parser.add_argument("--output", type=Path, required=True, help="run folder to create (new or empty)")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="one of RAVE's gin configs, without .gin")
+    parser.add_argument("--overlay", action="append", default=[],
+                        help="a RAVE gin config parsed after --config (repeatable), e.g. causal")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--n-signal", type=int, default=32768, help="samples per training crop")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
