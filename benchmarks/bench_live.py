@@ -31,7 +31,7 @@ import torch
 
 from benchmarks.bench_stream import SAMPLE_RATE, WARMUP, BufferFeed, buffer_stats, export_ours, parameter_count
 from benchmarks.common import write_results
-from benchmarks.compare_rave import REPO, export_rave, interleaved_feeds
+from benchmarks.compare_rave import REPO, alternating, export_rave, interleaved_feeds
 
 sys.path.insert(0, str(REPO / "tools" / "nn_client"))  # the nn~ driver is a tool, not installed
 import nn_client  # noqa: E402
@@ -57,11 +57,9 @@ def nn_client_rounds(binary: Path, cases: Dict[str, Tuple[Path, int]], rounds: i
                      ) -> Dict[str, List[float]]:
     """``rounds`` runs of ``block`` buffers per case, one process each, the order reversed every other round."""
     times: Dict[str, List[float]] = {name: [] for name in cases}
-    order = list(cases)
-    for r in range(rounds):
-        for name in (order if r % 2 == 0 else order[::-1]):
-            path, buffer = cases[name]
-            times[name] += nn_client_times(binary, path, buffer, block)
+    for name in alternating(list(cases), rounds):
+        path, buffer = cases[name]
+        times[name] += nn_client_times(binary, path, buffer, block)
     return times
 
 

@@ -30,7 +30,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 import torch
 
@@ -83,11 +83,15 @@ def interleaved_feeds(feeds: Dict[str, BufferFeed], rounds: int, block: int) -> 
     for feed in feeds.values():
         feed.run(WARMUP)
     times: Dict[str, List[float]] = {name: [] for name in feeds}
-    order = list(feeds)
-    for r in range(rounds):
-        for name in (order if r % 2 == 0 else order[::-1]):
-            times[name] += feeds[name].run(block)
+    for name in alternating(list(feeds), rounds):
+        times[name] += feeds[name].run(block)
     return times
+
+
+def alternating(names: List[str], rounds: int) -> Iterator[str]:
+    """``names`` once per round, the order reversed every other round (a shared machine's load falls on all alike)."""
+    for r in range(rounds):
+        yield from (names if r % 2 == 0 else names[::-1])
 
 
 def interleaved_buffers(models: Dict[str, torch.nn.Module], rounds: int, block: int) -> Dict[str, List[float]]:
@@ -99,10 +103,8 @@ def interleaved_offline(models: Dict[str, torch.nn.Module], calls: int) -> Dict[
     for name, module in models.items():
         time_offline_once(module, inputs[name])  # warm-up
     times: Dict[str, List[float]] = {name: [] for name in models}
-    order = list(models)
-    for r in range(calls):
-        for name in (order if r % 2 == 0 else order[::-1]):
-            times[name].append(time_offline_once(models[name], inputs[name]))
+    for name in alternating(list(models), calls):
+        times[name].append(time_offline_once(models[name], inputs[name]))
     return {name: offline_stats(times[name], inputs[name].shape[-1]) for name in models}
 
 
