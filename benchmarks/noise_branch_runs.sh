@@ -2,12 +2,12 @@
 # Issue 11's comparison: rave_ddsp `small` against the official RAVE v2_small (its own venv, its own
 # training_step), phase 1, the same dev phrases without one instrument, batch 8 x 32768, 2 threads,
 # the same wall-clock each, one after the other; then both scored on the held-out instrument's phrases
-# and notes (scripts/evaluate.py, CREPE tiny). Results: benchmarks/results/noise_branch_<HELD_OUT>_<MINUTES>min_*
+# and notes (scripts/evaluate.py, CREPE tiny). Results: benchmarks/results/noise_branch_<HELD_OUT>_<MINUTES>min[_TAG]_*
 #   bash benchmarks/noise_branch_runs.sh [DEV_DIR] [HELD_OUT_INSTRUMENT] [MINUTES] [ours|rave|evaluate|all]
 # Ours starts the noise branch at -50 dB and trains with OURS_ARGS (default "--model.noise_loss
 # expected") as run NAME (default small); the ablation in the README:
 #   NAME=drawn OURS_ARGS="--model.noise_loss drawn --trainer.max_steps 1807" ... 60 ours
-# ABLATIONS="drawn" adds those runs to the evaluation.
+# The evaluation scores run NAME first, then the runs named in ABLATIONS (e.g. ABLATIONS="drawn"), then RAVE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=${1:-../shared/data/dev}
@@ -16,7 +16,7 @@ MINUTES=${3:-20}
 STAGE=${4:-all}
 NAME=${NAME:-small}
 WORK=${WORK:-.cache/noise}
-RESULTS=benchmarks/results/noise_branch_${HELD_OUT}_${MINUTES}min
+RESULTS=benchmarks/results/noise_branch_${HELD_OUT}_${MINUTES}min${TAG:+_$TAG}
 # shellcheck source=benchmarks/split_phrases.sh
 source benchmarks/split_phrases.sh
 split_phrases "$DEV" "$HELD_OUT" "$WORK"
@@ -34,19 +34,19 @@ if [ "$STAGE" = rave ] || [ "$STAGE" = all ]; then
         --output "$WORK/rave_v2_small" --config v2_small --batch 8 --n-signal 32768 --threads 2
 fi
 if [ "$STAGE" = evaluate ] || [ "$STAGE" = all ]; then
-    # small first, then the ablation runs named in ABLATIONS (run names under runs/), then RAVE
+    # run NAME first, then the ablation runs named in ABLATIONS (run names under runs/), then RAVE
     others=""
     for name in ${ABLATIONS:-}; do others="$others $WORK/runs/$name"; done
     for set in phrases notes; do
         # shellcheck disable=SC2086
-        .venv/bin/python scripts/evaluate.py --model "$WORK/runs/small" --compare $others \
+        .venv/bin/python scripts/evaluate.py --model "$WORK/runs/$NAME" --compare $others \
             "$WORK/rave_v2_small/rave.ts" --data "$WORK/heldout_$set" --crepe-model tiny \
             --output "${RESULTS}_$set.json" --quiet
     done
     # what each branch carries, with spectrograms of the first phrase and the sixth note (mid-register)
     figure_note=$(find "$WORK/heldout_notes" -name '*.flac' | sort | sed -n 6p)
     # shellcheck disable=SC2086
-    .venv/bin/python -m benchmarks.noise_branch_report --models "$WORK/runs/small" $others \
+    .venv/bin/python -m benchmarks.noise_branch_report --models "$WORK/runs/$NAME" $others \
         --data "$WORK/heldout_phrases" "$WORK/heldout_notes" --output "${RESULTS}_parts" \
         --figure-files "${HELD_OUT}_phrase_000" "$(basename "$figure_note" .flac)"
 fi
