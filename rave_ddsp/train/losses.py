@@ -138,30 +138,18 @@ class NoiseFloorDistance(nn.Module):
     its own (its gradient does not shrink with its share of the output), so the branch owns
     the stochastic floor and the waveform branch the partials above it.
 
-    With ``aim`` below 0.5 the absolute value becomes the pinball loss of the ``aim`` quantile,
-    ``2 * max((1 - aim) d, -aim d)`` of ``d = ln(N + e) - ln(floor + e)``: too much noise costs
-    ``(1 - aim) / aim`` times as much as too little. Minimised over what the noise cannot tell
-    apart (its input is the same for targets whose floors differ), it sets the noise at the
-    ``aim`` quantile of those floors instead of their median: where the decoder is unsure, as on
-    an instrument it never heard, it errs on the quiet side. 0.5 is the plain distance.
-
     Args:
         n_fft: the analysis (periodic Hann window, hop ``n_fft // 4``, centred frames).
         cell_bins: bins per cell (the noise filters' frequency resolution).
         quantile: ``q``.
         log_floor_db: see above.
-        aim: see above, in (0, 1).
     """
 
-    def __init__(self, n_fft: int, cell_bins: int, quantile: float = 0.25, log_floor_db: float = -100.0,
-                 aim: float = 0.5):
+    def __init__(self, n_fft: int, cell_bins: int, quantile: float = 0.25, log_floor_db: float = -100.0):
         super().__init__()
         if not 0 < quantile < 1:
             raise ValueError(f"the noise floor quantile must lie in (0, 1), got {quantile}")
-        if not 0 < aim < 1:
-            raise ValueError(f"the noise floor aim must lie in (0, 1), got {aim}")
         self.n_fft, self.hop, self.cell_bins, self.quantile = n_fft, n_fft // 4, max(1, cell_bins), quantile
-        self.aim = aim
         # not saved in checkpoints: models from before this distance existed keep loading
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.correction = -1.0 / math.log(1.0 - quantile)
@@ -194,10 +182,7 @@ class NoiseFloorDistance(nn.Module):
         with torch.no_grad():
             floor = self.floor(x)
         noise = self.cells(noise_power(self.n_fft, self.hop)).mean(2)  # [B * C, cells, frames]
-        excess = torch.log(noise + self.log_floor) - torch.log(floor + self.log_floor)
-        if self.aim == 0.5:
-            return excess.abs().mean()
-        return 2 * torch.maximum((1 - self.aim) * excess, -self.aim * excess).mean()
+        return (torch.log(noise + self.log_floor) - torch.log(floor + self.log_floor)).abs().mean()
 
 
 def hinge_discriminator_loss(real: Tensor, fake: Tensor) -> Tensor:

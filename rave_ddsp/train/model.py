@@ -85,8 +85,7 @@ class RAVE(L.LightningModule):
     the full-band distance's excess-level term, see :mod:`rave_ddsp.train.losses`); ``noise_loss``
     (:data:`NOISE_LOSSES`: ``drawn``, the default, judges the noise branch by one draw of
     noise, ``expected`` by its expected spectrum); with ``expected``, ``noise_floor_weight`` times
-    :class:`rave_ddsp.train.losses.NoiseFloorDistance` (quantile ``noise_floor_quantile``, pinball
-    level ``noise_floor_aim``: below 0.5, too much noise costs more than too little) joins
+    :class:`rave_ddsp.train.losses.NoiseFloorDistance` (quantile ``noise_floor_quantile``) joins
     the spectral distance; ``beta`` (KL weight
     after warm-up, from ``beta_start``); phase 2 from ``phase2_step`` with
     ``discriminators`` (kinds of :class:`CombinedDiscriminator`), ``adversarial_loss``
@@ -122,7 +121,6 @@ class RAVE(L.LightningModule):
         noise_loss: str = "drawn",
         noise_floor_weight: float = 1.0,
         noise_floor_quantile: float = 0.25,
-        noise_floor_aim: float = 0.5,
         bottleneck: str = "vae",
         n_codebooks: int = 8,
         codebook_size: int = 1024,
@@ -200,7 +198,7 @@ class RAVE(L.LightningModule):
         # cells as wide as the noise filters' frequency spacing, at the finest full-band scale
         floor_fft = max(full_band_ffts)
         self.noise_floor_distance = losses.NoiseFloorDistance(
-            floor_fft, floor_fft // (2 * n_bands * (noise_bands - 1)), noise_floor_quantile, aim=noise_floor_aim)
+            floor_fft, floor_fft // (2 * n_bands * (noise_bands - 1)), noise_floor_quantile)
         self.hop_length = n_bands * math.prod(ratios)
         """Audio samples per latent frame."""
         self.encode_delay, self.decode_delay, self.forward_delay = self.streaming_delays(self.encoder, self.decoder)

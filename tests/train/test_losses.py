@@ -162,27 +162,3 @@ def test_noise_floor_distance_is_smallest_at_the_true_noise_level():
     scores = {gain: float(distance(target, at(gain))) for gain in (-3.0, 0.0, 3.0)}
     # the floor estimate's own spread (a quantile of 24 bins) keeps the minimum above 0
     assert scores[0.0] < 0.5 and scores[0.0] < 0.8 * min(scores[-3.0], scores[3.0])
-
-
-@pytest.mark.parametrize("aim, expected_db", [(0.5, -20.0), (0.25, -30.0)])
-def test_noise_floor_aim_picks_that_quantile_of_floors_the_noise_cannot_tell_apart(aim, expected_db):
-    # five targets, white noise at -40 .. 0 dB, and one noise level for all five (as for inputs the
-    # decoder cannot tell apart): the best level is the median (-20 dB) of the floors, or with
-    # aim 0.25 their lower quartile (-30 dB: the second of five)
-    torch.manual_seed(0)
-    gains_db = torch.tensor([-40.0, -30.0, -20.0, -10.0, 0.0])
-    target = 0.1 * torch.randn(5, 1, 16384) * 10 ** (gains_db[:, None, None] / 20)
-    distance = losses.NoiseFloorDistance(1024, 8, aim=aim)
-    bin_power = float(distance.power(0.1 * torch.randn(1, 16384)).mean())
-
-    def at(level_db: float):
-        return lambda n_fft, hop: torch.full((5, 513, 16384 // hop + 1), bin_power * 10 ** (level_db / 10))
-
-    levels = torch.arange(-45.0, 6.0)
-    scores = torch.tensor([float(distance(target, at(float(level)))) for level in levels])
-    assert abs(float(levels[scores.argmin()]) - expected_db) <= 2.0
-
-
-def test_noise_floor_aim_must_be_a_probability():
-    with pytest.raises(ValueError, match="aim must lie in"):
-        losses.NoiseFloorDistance(1024, 8, aim=1.0)
