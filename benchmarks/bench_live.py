@@ -30,8 +30,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from benchmarks.bench_stream import SAMPLE_RATE, WARMUP, BufferFeed, buffer_stats, export_ours, parameter_count
-from benchmarks.common import write_results
-from benchmarks.compare_rave import REPO, alternating, export_rave, interleaved_feeds
+from benchmarks.common import alternating, write_results
+from benchmarks.compare_rave import REPO, export_rave, interleaved_feeds
 
 sys.path.insert(0, str(REPO / "tools" / "nn_client"))  # the nn~ driver is a tool, not installed
 import nn_client  # noqa: E402

@@ -12,7 +12,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterator, List, Sequence, TypeVar
 
 import torch
 
@@ -71,3 +71,12 @@ def write_results(name: str, settings: Dict[str, object], results: object) -> Pa
     }
     write_json(path, payload, indent=2)
     return path
+
+
+Case = TypeVar("Case")
+
+
+def alternating(cases: Sequence[Case], rounds: int) -> Iterator[Case]:
+    """``cases`` once per round, the order reversed every other round (a shared machine's load falls on all alike)."""
+    for r in range(rounds):
+        yield from (cases if r % 2 == 0 else cases[::-1])

@@ -30,14 +30,14 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
 import torch
 
 from benchmarks.bench_stream import (BUFFER, WARMUP, BufferFeed, buffer_count, buffer_stats, describe_file,
                                      export_ours, offline_input, offline_stats, parameter_count, profile_table,
                                      time_offline_once)
-from benchmarks.common import write_results
+from benchmarks.common import alternating, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 RAVE_PYTHON = REPO / ".cache" / "rave-venv" / "bin" / "python"
@@ -86,12 +86,6 @@ def interleaved_feeds(feeds: Dict[str, BufferFeed], rounds: int, block: int) -> 
     for name in alternating(list(feeds), rounds):
         times[name] += feeds[name].run(block)
     return times
-
-
-def alternating(names: List[str], rounds: int) -> Iterator[str]:
-    """``names`` once per round, the order reversed every other round (a shared machine's load falls on all alike)."""
-    for r in range(rounds):
-        yield from (names if r % 2 == 0 else names[::-1])
 
 
 def interleaved_buffers(models: Dict[str, torch.nn.Module], rounds: int, block: int) -> Dict[str, List[float]]:
