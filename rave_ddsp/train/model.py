@@ -88,7 +88,9 @@ class RAVE(L.LightningModule):
     :class:`rave_ddsp.train.losses.NoiseFloorDistance` (quantile ``noise_floor_quantile``) joins
     the spectral distance; ``beta`` (KL weight
     after warm-up, from ``beta_start``); phase 2 from ``phase2_step`` with
-    ``discriminators`` (kinds of :class:`CombinedDiscriminator`), ``adversarial_loss``
+    ``discriminators`` (kinds of :class:`CombinedDiscriminator`; ``discriminator_crop``: they judge
+    one window of that many samples per example, at a random place, the same in the real and the
+    generated audio, instead of the whole crop; None: the whole crop), ``adversarial_loss``
     (``hinge`` or ``least_squares``), ``adversarial_weight``, ``feature_matching_weight``.
     Bottleneck (:data:`BOTTLENECKS`): ``vae`` (default) or ``rvq``, a
     :class:`rave_ddsp.nn.quantizer.ResidualVectorQuantizer` with ``n_codebooks`` of
@@ -145,6 +147,7 @@ class RAVE(L.LightningModule):
         phase2_step: int = 1000000,
         discriminators: Sequence[str] = ("multi_period", "multi_scale"),
         discriminator_capacity_scale: float = 1.0,
+        discriminator_crop: Optional[int] = None,
         adversarial_loss: str = "hinge",
         adversarial_weight: float = 1.0,
         feature_matching_weight: float = 20.0,
@@ -168,6 +171,9 @@ class RAVE(L.LightningModule):
             raise ValueError(f"bottleneck must be one of {list(BOTTLENECKS)}, got {bottleneck!r}")
         if adversarial_loss not in ADVERSARIAL_LOSSES:
             raise ValueError(f"adversarial_loss must be one of {sorted(ADVERSARIAL_LOSSES)}, got {adversarial_loss!r}")
+        if discriminator_crop is not None and discriminator_crop < 1:
+            raise ValueError(f"discriminator_crop must be a positive number of samples or null, "
+                             f"got {discriminator_crop}")
         band_channels = channels * n_bands
         self.pqmf = PQMF(n_bands, pqmf_attenuation, streaming=streaming, n_taps=pqmf_taps)
 
@@ -384,7 +390,8 @@ class RAVE(L.LightningModule):
         terms = self.spectral_loss(audio, bands, waveform, noise, magnitudes)
         terms.update(bottleneck_terms)
         if phase2:
-            terms.update(self.adversarial_terms(audio, self.synthesize(waveform + noise), discriminator_optimizer))
+            real, generated = self.discriminator_windows(audio, self.synthesize(waveform + noise))
+            terms.update(self.adversarial_terms(real, generated, discriminator_optimizer))
         elif "kl" in terms:
             terms["beta"] = torch.tensor(self.beta())
         loss = self.generator_loss(terms)
@@ -420,6 +427,17 @@ class RAVE(L.LightningModule):
         if "kl" in terms:
             return terms["spectral"] + terms["beta"] * terms["kl"]
         return terms["spectral"] + hp.commitment_weight * terms["commitment"] + hp.codebook_weight * terms["codebook"]
+
+    def discriminator_windows(self, audio: Tensor, audio_hat: Tensor) -> Tuple[Tensor, Tensor]:
+        """What the discriminators judge of ``audio`` and ``audio_hat [B, C, T]``: the whole of both, or
+        with ``discriminator_crop`` shorter than T one window ``[B, C, crop]`` per example, at a random
+        offset that is the same in both (feature matching compares aligned features)."""
+        crop, (batch, channels, length) = self.hparams.discriminator_crop, audio.shape
+        if crop is None or crop >= length:
+            return audio, audio_hat
+        offsets = torch.randint(0, length - crop + 1, (batch, 1, 1), device=audio.device)
+        index = (offsets + torch.arange(crop, device=audio.device)).expand(batch, channels, crop)
+        return audio.gather(-1, index), audio_hat.gather(-1, index)
 
     def adversarial_terms(self, audio: Tensor, audio_hat: Tensor, optimizer) -> Dict[str, Tensor]:
         """The discriminator's loss and the generator's ``adversarial`` and ``feature_matching``

@@ -154,6 +154,41 @@ def test_phase2_gives_each_player_the_gradient_of_its_own_loss_only():
     assert all(p.grad is None for p in model.encoder.parameters())
 
 
+def test_discriminator_windows_are_aligned_slices_at_random_offsets():
+    model = tiny_model(discriminator_crop=100)
+    torch.manual_seed(1)
+    audio = torch.randn(8, 2, 1000)
+    real, generated = model.discriminator_windows(audio, 2 * audio)
+    assert real.shape == generated.shape == (8, 2, 100)
+    torch.testing.assert_close(generated, 2 * real)  # the same place in both
+    offsets = []
+    for example in range(8):  # one contiguous slice of each example, all channels alike
+        matches = [o for o in range(901) if torch.equal(audio[example, :, o:o + 100], real[example])]
+        assert len(matches) == 1
+        offsets += matches
+    assert len(set(offsets)) > 1
+    whole = tiny_model(discriminator_crop=1000).discriminator_windows(audio, 2 * audio)
+    assert whole[0] is audio and torch.equal(whole[1], 2 * audio)
+    with pytest.raises(ValueError, match="discriminator_crop"):
+        tiny_model(discriminator_crop=0)
+
+
+def test_phase2_with_a_discriminator_crop_judges_windows_and_trains_the_decoder():
+    model = tiny_model(phase2_step=0, discriminator_crop=4 * HOP)
+    lengths = []
+    forward = model.discriminator.forward
+
+    def recording_forward(x):
+        lengths.append(x.shape[-1])
+        return forward(x)
+
+    model.discriminator.forward = recording_forward
+    decoder_before = [p.detach().clone() for p in model.decoder.parameters()]
+    fit(model, steps=2)
+    assert lengths == [4 * HOP] * 4  # a real and a generated pass per step
+    assert any(not torch.equal(a, b) for a, b in zip(decoder_before, model.decoder.parameters()))
+
+
 def test_non_finite_loss_stops_before_updating():
     model = tiny_model()
     with torch.no_grad():
