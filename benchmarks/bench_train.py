@@ -75,7 +75,8 @@ def measure(config: str, threads: int, phase: int, steps: int, warmup: int, gpu:
 
 
 def _key(row: dict) -> tuple:
-    crop = row.get("discriminator_crop") if row["phase"] == 2 else None  # phase 1 runs no discriminator
+    # phase 1 runs no discriminator; rows written before --discriminator-crops have no such field
+    crop = row.get("discriminator_crop") if row["phase"] == 2 else None
     return row["config"], row["phase"], row["threads"], row["precision"], crop
 
 
@@ -127,7 +128,7 @@ def main() -> None:
               f"peak {row['peak_memory_gib']:.2f} GiB", flush=True)
     name = "train_gpu" if args.gpu else "train"
     if args.append:
-        measured = {_key(row) for row in rows}  # rows from before the crop have no discriminator_crop
+        measured = {_key(row) for row in rows}
         rows = [row for row in previous_rows(name) if _key(row) not in measured] + rows
     path = write_results(name, {"data": "random audio, config batch/crop",
                                 "timed": "median step time over timed_steps after warmup_steps (per row)"}, rows)
