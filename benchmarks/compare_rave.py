@@ -11,7 +11,8 @@
    ``[1, 1, 2048]`` buffers (one call per buffer, as nn~ does) in ``--rounds`` rounds of
    ``--block`` buffers per model, alternating which model goes first, so that the load of
    a shared machine falls on both alike; offline ``forward`` (encode+decode) on ~10 s is
-   alternated the same way;
+   alternated the same way, then counted (convolution and matrix-product FLOPs of one call,
+   ``torch.utils.flop_counter``) to give each model's arithmetic and the rate it reaches;
 4. profiles both streaming models per buffer (torch.profiler, top ops by self CPU time) into
    ``benchmarks/results/stream_profile.txt`` (``--no-profile`` skips it).
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.bench_stream import (BUFFER, WARMUP, BufferFeed, buffer_count, buffer_stats, describe_file,
                                      export_ours, offline_input, offline_stats, parameter_count, profile_table,
@@ -99,7 +101,20 @@ def interleaved_offline(models: Dict[str, torch.nn.Module], calls: int) -> Dict[
     times: Dict[str, List[float]] = {name: [] for name in models}
     for name in alternating(list(models), calls):
         times[name].append(time_offline_once(models[name], inputs[name]))
-    return {name: offline_stats(times[name], inputs[name].shape[-1]) for name in models}
+    results = {name: offline_stats(times[name], inputs[name].shape[-1]) for name in models}
+    for name, stats in results.items():
+        flops = arithmetic(models[name], inputs[name])
+        stats["gflop"] = flops / 1e9
+        stats["gflop_per_s"] = flops / 1e9 / stats["median_s"]
+    return results
+
+
+def arithmetic(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """Floating-point operations of one ``module(x)`` as torch's FLOP counter sees them (convolutions
+    and matrix products, 2 per multiply-add; elementwise work and FFTs are not counted)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(x)
+    return counter.get_total_flops()
 
 
 def main() -> None:
@@ -156,7 +171,8 @@ def main() -> None:
     for name, label in (("rave", "RAVE v2 2.3.1"), ("ours", f"rave_ddsp {args.config.stem}")):
         s, f = results[name]["streaming"], results[name]["offline"]
         print(f"{label:>20}: per buffer median {s['median_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms  "
-              f"min {s['min_ms']:6.2f} ms  RTF {s['rtf']:5.2f} | offline RTF {f['rtf']:5.1f} | "
+              f"min {s['min_ms']:6.2f} ms  RTF {s['rtf']:5.2f} | offline RTF {f['rtf']:5.1f} "
+              f"({f['gflop']:.1f} GFLOP, {f['gflop_per_s']:.0f} GFLOP/s) | "
               f"streaming file {results[name]['files']['streaming']['size_mb']:.1f} MB | "
               f"{results[name]['parameters']:,} params")
     print(f"speed-up (RAVE time / ours): {json.dumps({k: round(v, 2) for k, v in results['speedup_ours_over_rave'].items()})}")
