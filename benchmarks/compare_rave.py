@@ -12,7 +12,8 @@
    ``--block`` buffers per model, alternating which model goes first, so that the load of
    a shared machine falls on both alike; offline ``forward`` (encode+decode) on ~10 s is
    alternated the same way, then counted (convolution and matrix-product FLOPs of one call,
-   ``torch.utils.flop_counter``) to give each model's arithmetic and the rate it reaches;
+   ``torch.utils.flop_counter``) to give each model's arithmetic and the rate it reaches; then
+   timed again with 2 threads and with a batch of 8 (``--offline-more``);
 4. profiles both streaming models per buffer (torch.profiler, top ops by self CPU time) into
    ``benchmarks/results/stream_profile.txt`` (``--no-profile`` skips it).
 
@@ -31,7 +32,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -94,8 +95,9 @@ def interleaved_buffers(models: Dict[str, torch.nn.Module], rounds: int, block: 
     return interleaved_feeds({name: BufferFeed(module) for name, module in models.items()}, rounds, block)
 
 
-def interleaved_offline(models: Dict[str, torch.nn.Module], calls: int) -> Dict[str, object]:
-    inputs = {name: offline_input(int(m.decode_params[1])) for name, m in models.items()}
+def interleaved_offline(models: Dict[str, torch.nn.Module], calls: int, batch: int = 1,
+                        count: bool = True) -> Dict[str, object]:
+    inputs = {name: offline_input(int(m.decode_params[1])).repeat(batch, 1, 1) for name, m in models.items()}
     for name, module in models.items():
         time_offline_once(module, inputs[name])  # warm-up
     times: Dict[str, List[float]] = {name: [] for name in models}
@@ -103,6 +105,9 @@ def interleaved_offline(models: Dict[str, torch.nn.Module], calls: int) -> Dict[
         times[name].append(time_offline_once(models[name], inputs[name]))
     results = {name: offline_stats(times[name], inputs[name].shape[-1]) for name in models}
     for name, stats in results.items():
+        stats["batch"], stats["threads"] = batch, torch.get_num_threads()
+        if not count:
+            continue
         flops = arithmetic(models[name], inputs[name])
         stats["gflop"] = flops / 1e9
         stats["gflop_per_s"] = flops / 1e9 / stats["median_s"]
@@ -117,12 +122,27 @@ def arithmetic(module: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+def threads_batch(text: str) -> Tuple[int, int]:
+    """``"2,8"`` -> ``(2, 8)``: torch threads and batch of an offline setting."""
+    try:
+        threads, batch = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected THREADS,BATCH such as 2,8, got {text!r}") from None
+    if threads < 1 or batch < 1:
+        raise argparse.ArgumentTypeError(f"threads and batch must be at least 1, got {text!r}")
+    return threads, batch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=Path("configs/v2.yaml"))
     parser.add_argument("--rounds", type=int, default=6, help="rounds of interleaved blocks (default 6)")
     parser.add_argument("--block", type=int, default=50, help="buffers per model per round (default 50)")
     parser.add_argument("--offline-calls", type=int, default=3, help="timed 10 s calls per model (default 3)")
+    parser.add_argument("--offline-more", type=threads_batch, nargs="*", default=[(2, 1), (1, 8), (2, 8)],
+                        metavar="THREADS,BATCH",
+                        help="further offline settings, alternated the same way (default 2,1 1,8 2,8; none: skip)")
+    parser.add_argument("--offline-more-calls", type=int, default=3, help="timed calls per model for those (default 3)")
     parser.add_argument("--export-dir", type=Path, default=REPO / ".cache" / "bench_exports")
     parser.add_argument("--reuse", action="store_true", help="reuse the exports already in --export-dir")
     parser.add_argument("--no-profile", action="store_true")
@@ -143,11 +163,17 @@ def main() -> None:
 
     buffer_times = interleaved_buffers(streaming, args.rounds, args.block)
     offline_results = interleaved_offline(offline, args.offline_calls)
+    more_offline = []  # the same call with 2 threads and with a batch of 8 (mc.nn~ voices, batch scripts)
+    for threads, batch in args.offline_more:
+        torch.set_num_threads(threads)
+        more_offline.append(interleaved_offline(offline, args.offline_more_calls, batch, count=False))
+        torch.set_num_threads(1)
     results: Dict[str, object] = {}
     for name in NAMES:
         results[name] = {
             "streaming": buffer_stats(buffer_times[name]),
             "offline": offline_results[name],
+            "offline_more": [row[name] for row in more_offline],
             "files": {kind: describe_file(Path(p)) for kind, p in paths[name].items()},
             "parameters": parameter_count(streaming[name]),
             "buffer_elements": buffer_count(streaming[name]),
@@ -159,6 +185,9 @@ def main() -> None:
         "streaming_min": r["streaming"]["min_ms"] / o["streaming"]["min_ms"],
         "offline": o["offline"]["rtf"] / r["offline"]["rtf"],
     }
+    for mine, theirs in zip(o["offline_more"], r["offline_more"]):
+        key = f"offline_{mine['threads']}_threads_batch_{mine['batch']}"
+        results["speedup_ours_over_rave"][key] = theirs["median_s"] / mine["median_s"]
     settings = {
         "config": str(args.config), "rave": f"acids-rave=={rave['rave_version']} (v2.gin, scripts/export.py)",
         "buffer": BUFFER, "warmup_calls": WARMUP, "rounds": args.rounds, "block": args.block,
@@ -175,6 +204,9 @@ def main() -> None:
               f"({f['gflop']:.1f} GFLOP, {f['gflop_per_s']:.0f} GFLOP/s) | "
               f"streaming file {results[name]['files']['streaming']['size_mb']:.1f} MB | "
               f"{results[name]['parameters']:,} params")
+    for mine, theirs in zip(results["ours"]["offline_more"], results["rave"]["offline_more"]):
+        print(f"offline, {mine['threads']} thread(s), batch {mine['batch']}: RAVE {theirs['median_s']:.3f} s, "
+              f"ours {mine['median_s']:.3f} s per call")
     print(f"speed-up (RAVE time / ours): {json.dumps({k: round(v, 2) for k, v in results['speedup_ours_over_rave'].items()})}")
     print(f"-> {path}")
 
