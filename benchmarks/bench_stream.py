@@ -176,19 +176,21 @@ def load_model_args(config: Path) -> Dict[str, object]:
     return args
 
 
-def export_ours(config: Path, out_dir: Path, latent_size: Optional[int] = None, seed: int = 0) -> Dict[str, Path]:
-    """Save the streaming and offline exports of ``config`` (untrained) to ``out_dir``; their paths."""
+def export_ours(config: Path, out_dir: Path, latent_size: Optional[int] = None, seed: int = 0,
+                overrides: Optional[Dict[str, object]] = None, stem: Optional[str] = None) -> Dict[str, Path]:
+    """Save the streaming and offline exports of ``config`` (untrained; model settings replaced by
+    ``overrides``) to ``out_dir`` as ``rave_ddsp_<stem or config's stem>_{streaming,offline}.ts``; their paths."""
     from rave_ddsp.runtime.export import build
     from rave_ddsp.train.model import RAVE
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = load_model_args(config)
+    args = load_model_args(config) | dict(overrides or {})
     latent = latent_size or int(args.get("latent_size", 128))
     paths = {}
     for name, streaming in (("streaming", True), ("offline", False)):
         torch.manual_seed(seed)
         model = RAVE(**args, streaming=streaming).eval()
-        path = out_dir / f"rave_ddsp_{Path(config).stem}_{name}.ts"
+        path = out_dir / f"rave_ddsp_{stem or Path(config).stem}_{name}.ts"
         torch.jit.save(build(model, latent), str(path))
         paths[name] = path
         del model

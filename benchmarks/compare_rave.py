@@ -2,6 +2,7 @@
 
     bash benchmarks/setup_rave_venv.sh          # once: the official RAVE in .cache/rave-venv
     python -m benchmarks.compare_rave [--config configs/v2.yaml] [--rounds 6] [--block 50] [--reuse]
+        [--set KEY=VALUE --output NAME]
 
 1. exports the official RAVE v2 (untrained, RAVE's own ``scripts/export.py``, streaming and
    offline) by running :mod:`benchmarks.bench_rave_baseline` in RAVE's venv;
@@ -17,7 +18,9 @@
 4. profiles both streaming models per buffer (torch.profiler, top ops by self CPU time) into
    ``benchmarks/results/stream_profile.txt`` (``--no-profile`` skips it).
 
-Writes ``benchmarks/results/stream_vs_rave.json``: machine, median / p99 / mean / min per
+``--set KEY=VALUE`` replaces a setting of ``--config``'s model (e.g. ``'hidden_channels=[64,128,256,512,512]'``),
+and ``--output NAME`` names the results (needed with ``--set``; the exports are then
+``rave_ddsp_NAME_*.ts``). Writes ``benchmarks/results/stream_vs_rave.json`` (or ``NAME.json``): machine, median / p99 / mean / min per
 buffer (ms), RTF = buffer duration / median, offline RTF, exported file sizes, parameter
 counts, and the speed-ups (RAVE's time / ours). Exports go to ``--export-dir``
 (default ``.cache/bench_exports``, git-ignored); ``--reuse`` keeps the files already there.
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.bench_stream import (BUFFER, WARMUP, BufferFeed, buffer_count, buffer_stats, describe_file,
@@ -72,12 +76,21 @@ def export_rave(export_dir: Path, reuse: bool, causal: bool = False) -> Dict[str
             "offline": Path(info["offline"])}
 
 
-def export_ours_cached(config: Path, export_dir: Path, reuse: bool) -> Dict[str, Path]:
-    stem = f"rave_ddsp_{config.stem}"
-    paths = {"streaming": export_dir / f"{stem}_streaming.ts", "offline": export_dir / f"{stem}_offline.ts"}
+def export_ours_cached(config: Path, export_dir: Path, reuse: bool, overrides: Dict[str, object],
+                       name: str) -> Dict[str, Path]:
+    stem = config.stem if name == "stream_vs_rave" else name  # settings changed: files of their own
+    paths = {kind: export_dir / f"rave_ddsp_{stem}_{kind}.ts" for kind in ("streaming", "offline")}
     if reuse and all(p.exists() for p in paths.values()):
         return paths
-    return export_ours(config, export_dir)
+    return export_ours(config, export_dir, overrides=overrides, stem=stem)
+
+
+def model_setting(text: str) -> Tuple[str, object]:
+    """``"hidden_channels=[64, 128]"`` -> ``("hidden_channels", [64, 128])`` (the value read as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as hidden_channels=[64,128], got {text!r}")
+    return key.strip(), yaml.safe_load(value)
 
 
 def interleaved_feeds(feeds: Dict[str, BufferFeed], rounds: int, block: int) -> Dict[str, List[float]]:
@@ -143,6 +156,11 @@ def main() -> None:
                         metavar="THREADS,BATCH",
                         help="further offline settings, alternated the same way (default 2,1 1,8 2,8; none: skip)")
     parser.add_argument("--offline-more-calls", type=int, default=3, help="timed calls per model for those (default 3)")
+    parser.add_argument("--set", type=model_setting, action="append", default=[], metavar="KEY=VALUE",
+                        help="replace a model setting of --config (YAML value; repeatable), e.g. "
+                             "'hidden_channels=[64,128,256,512,512]'; needs --output")
+    parser.add_argument("--output", default="stream_vs_rave",
+                        help="results name, benchmarks/results/OUTPUT.json (default stream_vs_rave)")
     parser.add_argument("--export-dir", type=Path, default=REPO / ".cache" / "bench_exports")
     parser.add_argument("--reuse", action="store_true", help="reuse the exports already in --export-dir")
     parser.add_argument("--no-profile", action="store_true")
@@ -155,7 +173,10 @@ def main() -> None:
 
     start = time.time()
     rave = export_rave(args.export_dir, args.reuse)
-    ours = export_ours_cached(args.config, args.export_dir, args.reuse)
+    if args.set and args.output == "stream_vs_rave":
+        parser.error("--set changes the model: name its results with --output")
+    overrides = dict(args.set)
+    ours = export_ours_cached(args.config, args.export_dir, args.reuse, overrides, args.output)
     print(f"exports ready in {time.time() - start:.0f} s", flush=True)
     paths = {"rave": {k: rave[k] for k in ("streaming", "offline")}, "ours": ours}
     streaming = {name: torch.jit.load(str(paths[name]["streaming"])).eval() for name in NAMES}
@@ -189,15 +210,16 @@ def main() -> None:
         key = f"offline_{mine['threads']}_threads_batch_{mine['batch']}"
         results["speedup_ours_over_rave"][key] = theirs["median_s"] / mine["median_s"]
     settings = {
-        "config": str(args.config), "rave": f"acids-rave=={rave['rave_version']} (v2.gin, scripts/export.py)",
+        "config": str(args.config), "model_settings_replaced": overrides,
+        "rave": f"acids-rave=={rave['rave_version']} (v2.gin, scripts/export.py)",
         "buffer": BUFFER, "warmup_calls": WARMUP, "rounds": args.rounds, "block": args.block,
         "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "weights": "untrained (random init)", "load_average": list(os.getloadavg()),
         "timed": "TorchScript forward() per [1, 1, 2048] buffer, streaming exports, interleaved blocks; "
                  "offline: one forward() (encode+decode) of ~10 s on the non-streaming exports",
     }
-    path = write_results("stream_vs_rave", settings, results)
-    for name, label in (("rave", "RAVE v2 2.3.1"), ("ours", f"rave_ddsp {args.config.stem}")):
+    path = write_results(args.output, settings, results)
+    for name, label in (("rave", "RAVE v2 2.3.1"), ("ours", f"rave_ddsp {args.config.stem}{'*' if overrides else ''}")):
         s, f = results[name]["streaming"], results[name]["offline"]
         print(f"{label:>20}: per buffer median {s['median_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms  "
               f"min {s['min_ms']:6.2f} ms  RTF {s['rtf']:5.2f} | offline RTF {f['rtf']:5.1f} "
@@ -214,7 +236,8 @@ def main() -> None:
         text = profile_table(streaming["ours"], args.profile_calls, title=f"rave_ddsp streaming export ({args.config})")
         text += "\n\n" + profile_table(streaming["rave"], args.profile_calls,
                                        title="official RAVE v2 2.3.1 streaming export (for comparison)")
-        profile_path = path.parent / "stream_profile.txt"
+        profile_path = path.parent / ("stream_profile.txt" if args.output == "stream_vs_rave"
+                                      else f"{args.output}_profile.txt")
         profile_path.write_text(text)
         print(f"profile -> {profile_path}")
 
