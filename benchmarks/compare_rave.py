@@ -18,9 +18,10 @@
 4. profiles both streaming models per buffer (torch.profiler, top ops by self CPU time) into
    ``benchmarks/results/stream_profile.txt`` (``--no-profile`` skips it).
 
-``--set KEY=VALUE`` replaces a setting of ``--config``'s model (e.g. ``'hidden_channels=[64,128,256,512,512]'``),
-and ``--output NAME`` names the results (needed with ``--set``; the exports are then
-``rave_ddsp_NAME_*.ts``). Writes ``benchmarks/results/stream_vs_rave.json`` (or ``NAME.json``): machine, median / p99 / mean / min per
+``--set KEY=VALUE`` replaces a setting of ``--config``'s model (e.g.
+``'hidden_channels=[64,128,256,512,512]'``), and ``--output NAME`` names the results (needed
+with ``--set``; the exports are then ``rave_ddsp_NAME_*.ts``). Writes
+``benchmarks/results/stream_vs_rave.json`` (or ``NAME.json``): machine, median / p99 / mean / min per
 buffer (ms), RTF = buffer duration / median, offline RTF, exported file sizes, parameter
 counts, and the speed-ups (RAVE's time / ours). Exports go to ``--export-dir``
 (default ``.cache/bench_exports``, git-ignored); ``--reuse`` keeps the files already there.
@@ -49,6 +50,8 @@ from benchmarks.common import alternating, write_results
 REPO = Path(__file__).resolve().parent.parent
 RAVE_PYTHON = REPO / ".cache" / "rave-venv" / "bin" / "python"
 NAMES = ("rave", "ours")
+DEFAULT_OUTPUT = "stream_vs_rave"
+"""Results name of the comparison as configured (no ``--set``)."""
 
 
 def require_rave_venv() -> Path:
@@ -78,7 +81,7 @@ def export_rave(export_dir: Path, reuse: bool, causal: bool = False) -> Dict[str
 
 def export_ours_cached(config: Path, export_dir: Path, reuse: bool, overrides: Dict[str, object],
                        name: str) -> Dict[str, Path]:
-    stem = config.stem if name == "stream_vs_rave" else name  # settings changed: files of their own
+    stem = config.stem if name == DEFAULT_OUTPUT else name  # settings changed: files of their own
     paths = {kind: export_dir / f"rave_ddsp_{stem}_{kind}.ts" for kind in ("streaming", "offline")}
     if reuse and all(p.exists() for p in paths.values()):
         return paths
@@ -159,7 +162,7 @@ def main() -> None:
     parser.add_argument("--set", type=model_setting, action="append", default=[], metavar="KEY=VALUE",
                         help="replace a model setting of --config (YAML value; repeatable), e.g. "
                              "'hidden_channels=[64,128,256,512,512]'; needs --output")
-    parser.add_argument("--output", default="stream_vs_rave",
+    parser.add_argument("--output", default=DEFAULT_OUTPUT,
                         help="results name, benchmarks/results/OUTPUT.json (default stream_vs_rave)")
     parser.add_argument("--export-dir", type=Path, default=REPO / ".cache" / "bench_exports")
     parser.add_argument("--reuse", action="store_true", help="reuse the exports already in --export-dir")
@@ -173,7 +176,7 @@ def main() -> None:
 
     start = time.time()
     rave = export_rave(args.export_dir, args.reuse)
-    if args.set and args.output == "stream_vs_rave":
+    if args.set and args.output == DEFAULT_OUTPUT:
         parser.error("--set changes the model: name its results with --output")
     overrides = dict(args.set)
     ours = export_ours_cached(args.config, args.export_dir, args.reuse, overrides, args.output)
@@ -219,7 +222,8 @@ def main() -> None:
                  "offline: one forward() (encode+decode) of ~10 s on the non-streaming exports",
     }
     path = write_results(args.output, settings, results)
-    for name, label in (("rave", "RAVE v2 2.3.1"), ("ours", f"rave_ddsp {args.config.stem}{'*' if overrides else ''}")):
+    ours_label = f"rave_ddsp {args.config.stem}{'*' if overrides else ''}"  # *: settings replaced
+    for name, label in (("rave", "RAVE v2 2.3.1"), ("ours", ours_label)):
         s, f = results[name]["streaming"], results[name]["offline"]
         print(f"{label:>20}: per buffer median {s['median_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms  "
               f"min {s['min_ms']:6.2f} ms  RTF {s['rtf']:5.2f} | offline RTF {f['rtf']:5.1f} "
@@ -236,7 +240,7 @@ def main() -> None:
         text = profile_table(streaming["ours"], args.profile_calls, title=f"rave_ddsp streaming export ({args.config})")
         text += "\n\n" + profile_table(streaming["rave"], args.profile_calls,
                                        title="official RAVE v2 2.3.1 streaming export (for comparison)")
-        profile_path = path.parent / ("stream_profile.txt" if args.output == "stream_vs_rave"
+        profile_path = path.parent / ("stream_profile.txt" if args.output == DEFAULT_OUTPUT
                                       else f"{args.output}_profile.txt")
         profile_path.write_text(text)
         print(f"profile -> {profile_path}")
