@@ -6,7 +6,8 @@
 
 Every audio file in DIR (recursive, sorted; the first N with --max-files) is resampled to
 each model's rate, reconstructed and scored there: multi-scale STFT distance, DAC's mel
-distance, SI-SDR, loudness L1 and F0 L1 / RMSE in cents and the outlier ratio (CREPE; skipped
+distance, SI-SDR, loudness L1 and F0 L1 / RMSE in cents, the outlier ratio and the fraction of
+the frames scored where the output is pitched too (CREPE; skipped
 with --no-pitch, or, said in the report, when torchcrepe is not installed). The noise
 ablation: the filtered-noise branch's energy share of the output (dB) and the mel distance
 with the branch off ('-' for a model without noise_level, e.g. official RAVE). Also the

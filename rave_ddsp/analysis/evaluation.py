@@ -66,6 +66,9 @@ RECIPES = {
                    "f0_e / f0_r)| over frames where the reference's confidence >= 0.85",
     "f0_rmse_cents": "root mean square of the same cents errors",
     "f0_outlier": "fraction of files whose F0 L1 exceeds 1200 cents (files without a confident frame left out)",
+    "f0_pitched": "of the frames the F0 metrics score (the input's CREPE confidence >= 0.85), the fraction where "
+                  "the output's confidence reaches 0.85 too; near 0 the output has no clear pitch there and the F0 "
+                  "errors measure CREPE's guesses in noise rather than a wrong pitch",
     "noise_share_db": "energy of the filtered-noise branch relative to the whole output, 10 log10(sum n^2 / sum y^2) "
                       "over channels and samples, n = y - y0 with y the reconstruction and y0 the same with "
                       "noise_level 0 (the noise table is deterministic and the PQMF synthesis linear, so n is the "
@@ -74,7 +77,8 @@ RECIPES = {
                              "ablation row is 100 (mean without noise - mean with) / mean with, in %",
 }
 DIGITS = {"multiscale_stft": 3, "mel_distance": 3, "si_sdr_db": 2, "loudness_l1_db": 2, "f0_l1_cents": 1,
-          "f0_rmse_cents": 1, "f0_outlier": 3, "noise_share_db": 2, "mel_distance_no_noise": 3}
+          "f0_rmse_cents": 1, "f0_outlier": 3, "f0_pitched": 3,
+          "noise_share_db": 2, "mel_distance_no_noise": 3}
 LABELS = {
     "multiscale_stft": "multi-scale STFT distance ↓",
     "mel_distance": "mel distance (DAC) ↓",
@@ -83,6 +87,7 @@ LABELS = {
     "f0_l1_cents": "F0 L1 (cents) ↓",
     "f0_rmse_cents": "F0 RMSE (cents) ↓",
     "f0_outlier": "F0 outlier ratio ↓",
+    "f0_pitched": "F0: output pitched where the input is ↑",
     "noise_share_db": "noise branch energy share (dB)",
     "mel_distance_no_noise": "mel distance, noise branch off",
 }

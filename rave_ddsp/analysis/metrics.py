@@ -9,7 +9,7 @@ Pitch (:func:`f0`, :func:`f0_metrics`) needs torchcrepe, an optional extra
 (``pip install 'rave_ddsp[pitch]'``); everything else needs only torch and torchaudio.
 """
 import math
-from typing import Dict, NamedTuple, Sequence, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -240,6 +240,7 @@ class F0Scores(NamedTuple):
     rmse_cents: Tensor     # [B] root mean square of the same; NaN likewise
     outlier: Tensor        # [B] bool: l1_cents > 1200 (an octave)
     voiced_frames: Tensor  # [B] number of frames scored
+    pitched: Tensor        # [B] fraction of them where the estimate is confidently pitched too; NaN likewise
 
     @property
     def outlier_ratio(self) -> float:
@@ -260,20 +261,29 @@ def f0_metrics(reference: Tensor, estimate: Tensor, sample_rate: int,
     """
     _check_pair(reference, estimate)
     f0_ref, conf_ref = f0(reference, sample_rate, model)
-    f0_est, _ = f0(estimate, sample_rate, model)
-    return f0_scores(f0_ref, conf_ref, f0_est, confidence_threshold)
+    f0_est, conf_est = f0(estimate, sample_rate, model)
+    return f0_scores(f0_ref, conf_ref, f0_est, confidence_threshold, conf_est)
 
 
 def f0_scores(f0_reference: Tensor, confidence_reference: Tensor, f0_estimate: Tensor,
-              confidence_threshold: float = 0.85) -> F0Scores:
+              confidence_threshold: float = 0.85, confidence_estimate: Optional[Tensor] = None) -> F0Scores:
     """:func:`f0_metrics` from pitch tracks already computed by :func:`f0` (``[B, N]`` each), so that
-    one reference track can score several estimates."""
+    one reference track can score several estimates.
+
+    ``pitched`` is the fraction of the scored frames where the estimate's confidence reaches the
+    threshold too (NaN without ``confidence_estimate``). Near 0 the estimate has no clear pitch where
+    the reference has one, and the cents errors measure where CREPE guesses in noise, not an error
+    of pitch: read the F0 L1 with it."""
     error = (1200 * torch.log2(f0_estimate / f0_reference)).abs()  # [B, N]
     mask = confidence_reference >= confidence_threshold             # [B, N]
     count = mask.sum(dim=1)
     l1 = (error * mask).sum(dim=1) / count               # NaN where count is 0
     rmse = ((error ** 2 * mask).sum(dim=1) / count).sqrt()
-    return F0Scores(l1, rmse, (l1 > F0_OUTLIER_CENTS) & (count > 0), count)
+    if confidence_estimate is None:
+        pitched = torch.full_like(l1, math.nan)
+    else:
+        pitched = ((confidence_estimate >= confidence_threshold) & mask).sum(dim=1) / count
+    return F0Scores(l1, rmse, (l1 > F0_OUTLIER_CENTS) & (count > 0), count, pitched)
 
 
 class MeanCI(NamedTuple):
@@ -320,5 +330,6 @@ def evaluate_pair(reference: Tensor, estimate: Tensor, sample_rate: int, pitch: 
             "f0_rmse_cents": float(f0_scores.rmse_cents[0]),
             "f0_outlier": float(f0_scores.outlier[0]) if int(f0_scores.voiced_frames[0]) else math.nan,
             "f0_voiced_frames": float(f0_scores.voiced_frames[0]),
+            "f0_pitched": float(f0_scores.pitched[0]),
         })
     return scores

@@ -136,7 +136,9 @@ def test_pitch_errors_of_known_shifts(tmp_path):
         assert row["f0_rmse_cents"] >= row["f0_l1_cents"] and row["f0_voiced_frames"] > 20
     assert octaves["aggregate"]["f0_l1_cents"]["mean"] == pytest.approx(2400, abs=40)
     assert octaves["aggregate"]["f0_outlier"]["mean"] == 1.0
+    assert octaves["aggregate"]["f0_pitched"]["mean"] > 0.9  # a wrong pitch, but a pitch
     assert "f0_l1_cents" in report["settings"]["recipes"] and "F0 outlier ratio ↓" in markdown(report)
+    assert "F0: output pitched where the input is ↑" in markdown(report)
     assert report["settings"]["pitch"] and report["settings"]["f0_not_computed"] is None
     for row in semitone["interpolation"]["per_pair"]:  # the output ignores the mix: a semitone above A and B
         assert row["f0_l1_cents_vs_a"] == pytest.approx(100, abs=20)

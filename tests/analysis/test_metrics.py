@@ -219,10 +219,12 @@ def test_pitch_without_torchcrepe_names_the_extra(monkeypatch):
 
 @pytest.fixture(scope="module")
 def f0_scores():
-    """Reference: three 440 Hz sines; estimates: the same, +50 cents, two octaves up."""
+    """Reference: four 440 Hz sines; estimates: the same, +50 cents, two octaves up, white noise."""
     pytest.importorskip("torchcrepe", reason="pitch metrics need the extra: pip install 'rave_ddsp[pitch]'")
-    reference = torch.cat([sine(440.0)] * 3)
-    estimate = torch.cat([sine(440.0), sine(440.0 * 2 ** (50 / 1200)), sine(1760.0)])
+    reference = torch.cat([sine(440.0)] * 4)
+    generator = torch.Generator().manual_seed(0)
+    estimate = torch.cat([sine(440.0), sine(440.0 * 2 ** (50 / 1200)), sine(1760.0),
+                          0.3 * torch.randn(1, 1, 16000, generator=generator)])
     return metrics.f0_metrics(reference, estimate, 16000, model="tiny")
 
 
@@ -242,5 +244,20 @@ def test_f0_errors_in_cents(f0_scores):
 
 
 def test_f0_outliers(f0_scores):
-    assert f0_scores.outlier.tolist() == [False, False, True]
-    assert f0_scores.outlier_ratio == pytest.approx(1 / 3)
+    assert f0_scores.outlier.tolist() == [False, False, True, True]  # noise: CREPE's guesses, an octave off
+    assert f0_scores.outlier_ratio == pytest.approx(2 / 4)
+
+
+def test_f0_pitched_tells_a_wrong_pitch_from_no_pitch(f0_scores):
+    assert f0_scores.pitched[:3].min() > 0.95  # wrong or right, the sines are pitched
+    assert float(f0_scores.pitched[3]) < 0.05  # the noise is not: its cents errors are not a pitch error
+
+
+def test_f0_pitched_counts_the_scored_frames_only():
+    f0 = torch.full((2, 4), 440.0)
+    reference_confidence = torch.tensor([[0.9, 0.9, 0.9, 0.1], [0.1, 0.1, 0.1, 0.1]])
+    estimate_confidence = torch.tensor([[0.9, 0.5, 0.85, 0.9], [0.9, 0.9, 0.9, 0.9]])
+    scores = metrics.f0_scores(f0, reference_confidence, f0, 0.85, estimate_confidence)
+    assert float(scores.pitched[0]) == pytest.approx(2 / 3)  # the 4th frame is not scored
+    assert math.isnan(float(scores.pitched[1]))               # nothing scored
+    assert torch.isnan(metrics.f0_scores(f0, reference_confidence, f0).pitched).all()  # not asked
