@@ -66,6 +66,12 @@ def score(audio: torch.Tensor, item: dict, crepe_model: str) -> Dict[str, float]
             "within_50_cents": float((cents < NEAR_CENTS).mean())}
 
 
+def nan_mean(values: List[float]) -> float:
+    """Mean of the values that are not NaN (NaN if none)."""
+    kept = [value for value in values if not np.isnan(value)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
 def instrument(item: dict) -> str:
     return item["instrument"]
 
@@ -99,7 +105,7 @@ def main() -> None:
     for what, per in rows.items():
         means[what] = {}
         for name, scores in per.items():
-            mean = {key: float(np.nanmean([s[key] for s in scores])) for key in scores[0] if key != "note_frames"}
+            mean = {key: nan_mean([s[key] for s in scores]) for key in scores[0] if key != "note_frames"}
             means[what][name] = mean | {"files": len(scores)}
             print(f"{what:>40} {name:>22}: confident {mean['confident']:.2f}, median error when confident "
                   f"{mean['median_cents_confident']:.0f} cents, within 50 cents {mean['within_50_cents']:.2f} "
