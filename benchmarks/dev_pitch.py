@@ -26,6 +26,7 @@ import torch
 
 from benchmarks.common import write_results
 from rave_ddsp.analysis import metrics
+from rave_ddsp.analysis.evaluation import F0_CONFIDENCE as CONFIDENCE
 from rave_ddsp.data.audio import load_audio
 from rave_ddsp.runtime.codec import Codec
 from rave_ddsp.runtime.inference import load
@@ -33,7 +34,6 @@ from rave_ddsp.runtime.inference import load
 SAMPLE_RATE = 44100
 ONSET_SKIP_S = 0.05
 OFFSET_SKIP_S = 0.02
-CONFIDENCE = 0.85
 NEAR_CENTS = 50.0
 
 
@@ -66,16 +66,6 @@ def score(audio: torch.Tensor, item: dict, crepe_model: str) -> Dict[str, float]
             "within_50_cents": float((cents < NEAR_CENTS).mean())}
 
 
-def nan_mean(values: List[float]) -> float:
-    """Mean of the values that are not NaN (NaN if none)."""
-    kept = [value for value in values if not np.isnan(value)]
-    return float(np.mean(kept)) if kept else float("nan")
-
-
-def instrument(item: dict) -> str:
-    return item["instrument"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="a dev folder with metadata.json (phrases/ or notes/)")
@@ -91,21 +81,23 @@ def main() -> None:
               if (not args.instruments or item["instrument"] in args.instruments)
               and (args.velocity is None or item.get("velocity") == args.velocity)}
     models = [(source, Codec(load(source))) for source in args.model]
+    for source, codec in models:
+        if codec.model.sample_rate != SAMPLE_RATE:
+            raise SystemExit(f"{source}: {codec.model.sample_rate} Hz; this check runs at {SAMPLE_RATE} Hz")
     rows: Dict[str, Dict[str, List[Dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for stem, item in chosen.items():
         audio = torch.from_numpy(load_audio(args.folder / f"{stem}.flac", SAMPLE_RATE, 1))  # [1, T]
-        rows["input"][instrument(item)].append(score(audio, item, args.crepe_model))
+        rows["input"][item["instrument"]].append(score(audio, item, args.crepe_model))
         for source, codec in models:
-            if codec.model.sample_rate != SAMPLE_RATE:
-                raise SystemExit(f"{source}: {codec.model.sample_rate} Hz; this check runs at {SAMPLE_RATE} Hz")
             with torch.no_grad():
                 (output,) = codec.reconstruct([audio])
-            rows[source][instrument(item)].append(score(output[:1].cpu(), item, args.crepe_model))
+            rows[source][item["instrument"]].append(score(output[:1].cpu(), item, args.crepe_model))
     means: Dict[str, Dict[str, Dict[str, Optional[float]]]] = {}
     for what, per in rows.items():
         means[what] = {}
         for name, scores in per.items():
-            mean = {key: nan_mean([s[key] for s in scores]) for key in scores[0] if key != "note_frames"}
+            mean = {key: metrics.mean_and_ci95([s[key] for s in scores]).mean  # NaNs dropped
+                    for key in scores[0] if key != "note_frames"}
             means[what][name] = mean | {"files": len(scores)}
             print(f"{what:>40} {name:>22}: confident {mean['confident']:.2f}, median error when confident "
                   f"{mean['median_cents_confident']:.0f} cents, within 50 cents {mean['within_50_cents']:.2f} "

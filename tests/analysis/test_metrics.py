@@ -244,7 +244,7 @@ def test_f0_errors_in_cents(f0_scores):
 
 
 def test_f0_outliers(f0_scores):
-    assert f0_scores.outlier.tolist() == [False, False, True, True]  # noise: CREPE's guesses, an octave off
+    assert f0_scores.outlier.tolist() == [False, False, True, True]  # noise: CREPE's guesses, over an octave off
     assert f0_scores.outlier_ratio == pytest.approx(2 / 4)
 
 
