@@ -2,12 +2,12 @@
 
 Phase 1 (steps ``< phase2_step``): encoder and decoder learn from the multi-scale spectral
 distance (full band and PQMF bands) plus ``beta * KL``; ``beta`` rises log-linearly over
-``beta_warmup_steps``. By default the spectral distances see the output with one draw of
-noise, which they score worse than a smooth deterministic signal at the same level (its
-STFT magnitude is Rayleigh-distributed): such a model learns to silence the noise branch.
-``noise_loss="expected"`` judges the noise branch by its expected power spectrum, computed
-from the magnitudes it asks for, and on its own against the target's spectral floor; it
-keeps the branch alive but, measured so far, costs mel distance (README, "Two branches").
+``beta_warmup_steps``. The spectral distances judge the noise branch by its expected power
+spectrum, computed from the magnitudes it asks for, and on its own against the target's
+spectral floor (``noise_loss="expected"``, the default). Judged by one draw of noise instead
+(``"drawn"``), which they score worse than a smooth deterministic signal at the same level (its
+STFT magnitude is Rayleigh-distributed), a model learns to silence the noise branch (README,
+"Two branches").
 The latent statistics (mean, PCA, fidelity) are gathered from the
 validation set.
 
@@ -41,6 +41,11 @@ from rave_ddsp.errors import UserError
 from rave_ddsp.train.latent import LatentStatistics, latent_size_for_fidelity
 from rave_ddsp.dsp import filtered_noise
 from rave_ddsp.dsp.pqmf import PQMF
+
+EXPECTED_NOISE_INITIAL_GAIN_DB = -50.0
+"""Where ``noise_loss="expected"`` starts the noise magnitudes when ``noise_initial_gain_db`` is
+None: near the waveform head's start. With ``drawn``, None keeps the bare scaling's -94 dB (a
+loud start hurts that loss)."""
 
 NOISE_LOSSES = {
     "expected": "the spectral distances see the waveform branch plus the noise branch's expected power spectrum",
@@ -76,15 +81,16 @@ class RAVE(L.LightningModule):
     :class:`Decoder` for ``hidden_channels``, ``ratios``, ``kernel_size``, ``dilations``,
     ``activation``, ``encoder_input_mu`` (mu-law companding of the encoder's input),
     ``noise_bands``, ``noise_ratios``, ``decoder_initial_gain_db`` (the waveform head's
-    starting gain), ``noise_initial_gain_db`` (the noise magnitudes' start; None: -94 dB);
+    starting gain), ``noise_initial_gain_db`` (the noise magnitudes' start; None:
+    :data:`EXPECTED_NOISE_INITIAL_GAIN_DB` with ``noise_loss="expected"``, -94 dB with ``drawn``);
     ``latent_size`` (Z); ``causal``
     (no look-ahead: lowest streaming delay); ``lookahead_ms`` (a bound on the streaming delay
     of ``forward``: the finest-rate layers keep their look-ahead, the coarser ones are causal;
     None: every layer centred). Losses: spectral scales (``full_band_ffts``,
     optional ``full_band_mels`` per scale, ``band_ffts``) and weights (``spectral_level_weight``:
     the full-band distance's excess-level term, see :mod:`rave_ddsp.train.losses`); ``noise_loss``
-    (:data:`NOISE_LOSSES`: ``drawn``, the default, judges the noise branch by one draw of
-    noise, ``expected`` by its expected spectrum); with ``expected``, ``noise_floor_weight`` times
+    (:data:`NOISE_LOSSES`: ``expected``, the default, judges the noise branch by its expected
+    spectrum, ``drawn`` by one draw of noise); with ``expected``, ``noise_floor_weight`` times
     :class:`rave_ddsp.train.losses.NoiseFloorDistance` (quantile ``noise_floor_quantile``) joins
     the spectral distance; ``beta`` (KL weight
     after warm-up, from ``beta_start``); phase 2 from ``phase2_step`` with
@@ -120,7 +126,7 @@ class RAVE(L.LightningModule):
         noise_ratios: Sequence[int] = (4, 4, 4),
         decoder_initial_gain_db: float = -40.0,
         noise_initial_gain_db: Optional[float] = None,
-        noise_loss: str = "drawn",
+        noise_loss: str = "expected",
         noise_floor_weight: float = 1.0,
         noise_floor_quantile: float = 0.25,
         bottleneck: str = "vae",
@@ -174,6 +180,8 @@ class RAVE(L.LightningModule):
         if discriminator_crop is not None and discriminator_crop < 1:
             raise ValueError(f"discriminator_crop must be a positive number of samples or null, "
                              f"got {discriminator_crop}")
+        if noise_initial_gain_db is None and noise_loss == "expected":
+            noise_initial_gain_db = EXPECTED_NOISE_INITIAL_GAIN_DB
         band_channels = channels * n_bands
         self.pqmf = PQMF(n_bands, pqmf_attenuation, streaming=streaming, n_taps=pqmf_taps)
 

@@ -309,6 +309,16 @@ def test_noise_branch_started_near_the_waveform_gets_gradient(noise_loss):
     assert norms[0] > 0.2 * norms[1]  # at the default -94 dB start it is 1 %
 
 
+def test_default_noise_start_follows_the_noise_loss():
+    from rave_ddsp.dsp.filtered_noise import exp_sigmoid
+    from rave_ddsp.train.model import EXPECTED_NOISE_INITIAL_GAIN_DB
+
+    for noise_loss, start_db in (("expected", EXPECTED_NOISE_INITIAL_GAIN_DB), ("drawn", -94.0)):
+        bias = tiny_model(noise_loss=noise_loss).decoder.noise.net[-1].bias.detach()
+        assert 20 * torch.log10(exp_sigmoid(bias)).numpy() == pytest.approx(start_db, abs=0.5), noise_loss
+    assert tiny_model().hparams.noise_loss == "expected"
+
+
 def test_noise_shares_are_per_band_and_overall():
     from rave_ddsp.train.model import noise_shares_db
 
