@@ -35,7 +35,7 @@ class FilteredNoise(nn.Module):
     noise is filtered frame by frame (:func:`rave_ddsp.dsp.filtered_noise.frame_convolve`).
 
     ``initial_gain_db``: the magnitudes an untrained branch starts at (the output layer's
-    bias); None keeps the bias at 0, i.e. ``exp_sigmoid(0)`` (-94 dB).
+    bias); None keeps the layer's random initial bias, centred on 0: about ``exp_sigmoid(0)`` (-94 dB).
 
     Streaming: the convolutions are cached and the filter tails that spill past the end
     of a call are added to the start of the next, so chunked output equals one-call

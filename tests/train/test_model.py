@@ -315,7 +315,8 @@ def test_default_noise_start_follows_the_noise_loss():
 
     for noise_loss, start_db in (("expected", EXPECTED_NOISE_INITIAL_GAIN_DB), ("drawn", -94.0)):
         bias = tiny_model(noise_loss=noise_loss).decoder.noise.net[-1].bias.detach()
-        assert 20 * torch.log10(exp_sigmoid(bias)).numpy() == pytest.approx(start_db, abs=0.5), noise_loss
+        # set to the start with expected; drawn keeps the layer's random bias, centred on 0 (-94 dB)
+        assert float(20 * torch.log10(exp_sigmoid(bias)).median()) == pytest.approx(start_db, abs=3), noise_loss
     assert tiny_model().hparams.noise_loss == "expected"
 
 
