@@ -1,7 +1,8 @@
 """Decode latents (.npy [Z, L] PCA coordinates, as scripts/encode.py writes them) or codes into audio.
 
     python scripts/decode.py LATENTS... --model RUN_OR_TS --output DIR
-        [--codebooks K] [--format wav|flac] [--device cpu|cuda] [--batch-seconds S] [--quiet]
+        [--codebooks K] [--format wav|flac] [--device cpu|cuda]
+        [--precision 32|bf16] [--batch-seconds S] [--quiet]
 
 LATENTS are .npy files or folders of them (recursive). Each becomes DIR/<relative name>.wav
 (float32; or 24-bit .flac) at the model's sample rate, cropped to the original length when
@@ -30,7 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--codebooks", type=int, help="decode codes with their first K codebooks (a lower bitrate)")
     add_model_options(parser, "folder for the audio files")
     args = parser.parse_args(argv)
-    model = load(args.model, parse_device(args.device))
+    model = load(args.model, parse_device(args.device), args.precision)
     run = decode_files(args.inputs, model, args.output, args.format,
                        args.batch_seconds, progress=not args.quiet, codebooks=args.codebooks)
     print(run)

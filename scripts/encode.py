@@ -1,7 +1,8 @@
 """Encode audio files into latents (PCA coordinates) with a trained model.
 
     python scripts/encode.py FILES_OR_DIRS... --model RUN_OR_TS --output DIR
-        [--codes [--codebooks K]] [--device cpu|cuda] [--batch-seconds S] [--quiet]
+        [--codes [--codebooks K]] [--device cpu|cuda]
+        [--precision 32|bf16] [--batch-seconds S] [--quiet]
 
 Each audio file (any length and sample rate, resampled to the model's; channels converted)
 becomes DIR/<relative name>.npy, a float32 [Z, L] array at the model's frame rate, and
@@ -30,7 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--codes", action="store_true", help="write integer codes (discrete models)")
     parser.add_argument("--codebooks", type=int, help="with --codes: keep the first K codebooks (a lower bitrate)")
     args = parser.parse_args(argv)
-    model = load(args.model, parse_device(args.device))
+    model = load(args.model, parse_device(args.device), args.precision)
     run = encode_files(args.inputs, model, args.output, args.batch_seconds,
                        progress=not args.quiet, codes=args.codes, codebooks=args.codebooks)
     print(run)

@@ -2,7 +2,8 @@
 
     python scripts/evaluate.py --model RUN_OR_TS [--model ...] --data DIR [--output report.json]
         [--compare RUN_OR_TS ...] [--no-pitch] [--crepe-model full|tiny] [--interpolation]
-        [--max-files N] [--codebooks K [K ...]] [--device cpu|cuda] [--batch-seconds S] [--quiet]
+        [--max-files N] [--codebooks K [K ...]] [--device cpu|cuda]
+        [--precision 32|bf16] [--batch-seconds S] [--quiet]
 
 Every audio file in DIR (recursive, sorted; the first N with --max-files) is resampled to
 each model's rate, reconstructed and scored there: multi-scale STFT distance, DAC's mel
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from rave_ddsp.runtime.codec import BATCH_SECONDS
-from rave_ddsp.runtime.jobs import parse_device
+from rave_ddsp.runtime.jobs import add_precision_option, parse_device
 from rave_ddsp.errors import script_main
 from rave_ddsp.analysis.evaluation import check_report_path, evaluate, markdown, write_report
 from rave_ddsp.runtime.inference import load
@@ -48,6 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--codebooks", type=int, nargs="+", metavar="K",
                         help="score discrete models with their first K codebooks, for each K given")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_precision_option(parser)
     parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS, help="audio per forward pass")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -56,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("give at least one --model (or --compare MODEL ...)")
     check_report_path(args.output)
     device = parse_device(args.device)
-    models = [load(source, device) for source in sources]
+    models = [load(source, device, args.precision) for source in sources]
     report = evaluate(models, args.data, args.pitch, args.crepe_model, args.interpolation, args.max_files,
                       args.batch_seconds, progress=not args.quiet, codebooks=args.codebooks)
     json_path, markdown_path = write_report(report, args.output)

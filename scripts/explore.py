@@ -28,7 +28,7 @@ from rave_ddsp.analysis import explore as ex
 from rave_ddsp.analysis import figures
 from rave_ddsp.analysis import metrics
 from rave_ddsp.files import save_figure, write_json
-from rave_ddsp.runtime.jobs import write_audio
+from rave_ddsp.runtime.jobs import add_precision_option, write_audio
 from rave_ddsp.errors import UserError, script_main
 from rave_ddsp.runtime.inference import AutoEncoder, load
 from rave_ddsp.plots import plt, spectrogram_panels
@@ -171,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
     shared.add_argument("--model", type=Path, required=True, help="run folder, checkpoint or non-streaming .ts")
     shared.add_argument("--output", type=Path, required=True, help="folder for the audio and figures (created)")
     shared.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_precision_option(shared)
     shared.add_argument("--seed", type=int, default=0, help="random seed (walk, sample)")
     shared.add_argument("--dims", type=int, help="the first K latent dimensions (default: 4 to sweep and plot, "
                                                  "all to walk and sample)")
@@ -223,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: CUDA is not available here")
     torch.manual_seed(args.seed)
-    model = load(args.model, device)
+    model = load(args.model, device, args.precision)
     if args.output.exists() and not args.output.is_dir():
         raise UserError(f"--output {args.output}: exists and is not a folder")
     with output_folder(args.output):

@@ -2,7 +2,8 @@
 when the audio comes from another instrument than the one the model learnt.
 
     python scripts/reconstruct.py FILES_OR_DIRS... --model RUN_OR_TS --output DIR
-        [--format wav|flac] [--compare] [--device cpu|cuda] [--batch-seconds S] [--quiet]
+        [--format wav|flac] [--compare] [--device cpu|cuda]
+        [--precision 32|bf16] [--batch-seconds S] [--quiet]
 
 Each audio file (any length and sample rate, resampled to the model's; channels converted)
 becomes DIR/<relative name>.wav (float32; or 24-bit .flac) at the model's sample rate, of
@@ -26,7 +27,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--compare", action="store_true", help="also write input/output spectrograms (.png)")
     add_model_options(parser, "folder for the audio files")
     args = parser.parse_args(argv)
-    model = load(args.model, parse_device(args.device))
+    model = load(args.model, parse_device(args.device), args.precision)
     run = reconstruct_files(args.inputs, model, args.output, args.format,
                             args.compare, args.batch_seconds, progress=not args.quiet)
     print(run)

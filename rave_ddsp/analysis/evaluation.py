@@ -316,6 +316,7 @@ def score_model(model, files: Sequence[Tuple[Path, str]], pitch: bool, crepe_mod
         "model": str(model.source), "kind": "torchscript" if model.source.suffix == ".ts" else "checkpoint",
         "sample_rate": model.sample_rate, "channels": model.channels, "hop_length": model.hop_length,
         "latent_size": model.latent_size, "parameters": parameter_count(model),
+        "precision": getattr(model, "precision", "32"),
         "noise_level": float(model.module.get_noise_level()[0]) if has_noise_level(model) else None,
         "realtime_factor": compute_seconds / audio_seconds, "audio_seconds": audio_seconds,
         "reconstruction_seconds": compute_seconds, "files": rows, "skipped": skipped, "aggregate": statistics,
@@ -423,6 +424,7 @@ def markdown(report: dict) -> str:
              [SILENCE_LABEL] + [f"{m['silence_db']:.1f}" for m in models],
              ["parameters"] + [f"{m['parameters'] / 1e6:.3f} M" for m in models],
              [f"realtime factor ({TIMING_THREADS} thread) ↓"] + [f"{m['realtime_factor']:.4f}" for m in models],
+             ["precision"] + [m.get("precision", "32") for m in models],
              ["sample rate"] + [f"{m['sample_rate']} Hz" for m in models],
              ["codes: codebooks (bitrate)"] + [f"{m['codebooks']} of {m['n_codebooks']} ({m['bitrate_bps'] / 1000:.2f} "
                                                "kbps)" if "codebooks" in m else "-" for m in models],

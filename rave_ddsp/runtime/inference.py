@@ -4,28 +4,35 @@ Scripts that encode, decode, reconstruct, explore or evaluate take ``--model RUN
 and use :func:`load` to get an :class:`AutoEncoder`: ``encode(audio [B, C, T]) ->
 latent [B, Z, L]`` (PCA coordinates, deterministic), ``decode(latent) -> audio`` and the
 model's facts (sample rate, channels, hop, latent size, fidelity curve). Audio of any
-length is padded to whole latent frames and cropped back. A discrete model (``bottleneck:
+length is padded to whole latent frames and cropped back. ``precision="bf16"`` runs a run
+folder's or checkpoint's convolution stacks in bfloat16 (:func:`to_bfloat16`). A discrete model (``bottleneck:
 rvq``) also has ``encode_codes``/``decode_codes`` and its codebooks' facts. :func:`noise_level` switches the
 filtered-noise branch for a block of code (rave_ddsp models only).
 """
 import hashlib
 import math
+import platform
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from rave_ddsp.errors import UserError
 
+PRECISIONS = ("32", "bf16")
+"""``load``'s precisions: float32 throughout, or bfloat16 convolution stacks (:func:`to_bfloat16`)."""
+
 
 class AutoEncoder:
     """A trained model ready for inference (no gradients, eval mode, deterministic encoding)."""
 
     def __init__(self, module, sample_rate: int, channels: int, hop_length: int, latent_size: int,
-                 fidelity: Optional[Tensor], source: Path, device: torch.device):
+                 fidelity: Optional[Tensor], source: Path, device: torch.device, precision: str = "32"):
         self.module = module
+        self.precision = precision
+        """``"32"`` or ``"bf16"`` (see :func:`load`)."""
         self.sample_rate = sample_rate
         self.channels = channels
         self.hop_length = hop_length
@@ -105,9 +112,23 @@ class AutoEncoder:
         return self.decode(self.encode(audio))[..., : audio.shape[-1]]
 
 
-def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu") -> AutoEncoder:
-    """Load a run folder, a ``.ckpt`` or a (non-streaming) exported ``.ts`` for offline inference."""
+def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu", precision: str = "32") -> AutoEncoder:
+    """Load a run folder, a ``.ckpt`` or a (non-streaming) exported ``.ts`` for offline inference.
+
+    ``precision``: ``"32"`` (float32) or ``"bf16"`` (:func:`to_bfloat16`; run folders and
+    checkpoints only: an export is scripted in float32).
+    """
     source, device = Path(source), torch.device(device)
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "bf16":
+        if source.suffix == ".ts":
+            raise UserError(f"{source}: --precision bf16 needs the run folder or checkpoint (an export runs in "
+                            "float32)")
+        check_bfloat16_arithmetic(device)
+        from rave_ddsp.train.cli import avoid_amx_bf16_kernels
+
+        avoid_amx_bf16_kernels()  # before build's first convolution (nothing to do on CPUs without AMX)
     if source.suffix == ".ts":
         if not source.is_file():
             raise UserError(f"{source}: no such exported model")
@@ -129,9 +150,52 @@ def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu") -> 
     model = load_model(source, streaming=False)
     latent_size = model.hparams.latent_size
     module = build(model, latent_size, script=False)  # the export's code path (PCA latents, table noise)
+    if precision == "bf16":
+        to_bfloat16(module)
     module.to(device)
     return AutoEncoder(module, model.hparams.sample_rate, model.hparams.channels, model.hop_length, latent_size,
-                       model.latent_fidelity.clone(), source, device)
+                       model.latent_fidelity.clone(), source, device, precision)
+
+
+def check_bfloat16_arithmetic(device: torch.device) -> None:
+    """Refuse bfloat16 on an x86 CPU without bfloat16 arithmetic (AVX512-BF16 or AMX), where its
+    convolutions run ~28x slower than float32 (imitated on AVX2; README, "Benchmarks")."""
+    if device.type != "cpu" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(check is None for check in checks) or any(check() for check in checks):
+        return  # supported, or this torch cannot tell: let it run
+    raise UserError("--precision bf16: this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX); bfloat16 "
+                    "convolutions would run ~28x slower than float32 here; use --precision 32")
+
+
+class BFloat16(torch.nn.Module):
+    """``inner`` with bfloat16 parameters, fed its input in bfloat16; its output comes back in float32."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner.to(torch.bfloat16)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x.to(torch.bfloat16)).float()
+
+
+def to_bfloat16(module) -> Tuple[str, ...]:
+    """Run the convolution stacks of an eager export (:class:`rave_ddsp.runtime.export.ExportedModel`)
+    in bfloat16, in place; the names of the stacks converted.
+
+    The encoder's and decoder's stacks, the waveform head and the noise branch's stack hold all
+    the products; they get bfloat16 weights and activations (oneDNN accumulates in float32). The
+    PQMF filter bank (its 117 dB round trip needs float32), the posterior, the latent PCA, the
+    amplitude envelope and the noise filters' FFTs stay in float32. Faster where the CPU
+    multiplies bfloat16 natively (AVX512-BF16, AMX; README, "Benchmarks"), slower where it does not.
+    """
+    stacks = {"encoder.net": module.encoder, "decoder.net": module.decoder,
+              "decoder.head": module.decoder, "decoder.noise.net": module.decoder.noise}
+    for name, owner in stacks.items():
+        attribute = name.rsplit(".", 1)[1]
+        setattr(owner, attribute, BFloat16(getattr(owner, attribute)))
+    return tuple(stacks)
 
 
 def codebook_fingerprint(quantizer) -> str:

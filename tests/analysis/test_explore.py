@@ -170,7 +170,7 @@ def test_plot_draws_the_noise_branch_with_its_share(models, sounds, tmp_path, ki
 def test_plot_without_noise_level_leaves_the_panel_out(models, sounds, tmp_path, monkeypatch, capsys):
     model = load(models["ts"])
     model.module = WithoutNoiseLevel(model.module)
-    monkeypatch.setattr(explore, "load", lambda source, device: model)
+    monkeypatch.setattr(explore, "load", lambda source, device, precision: model)
     titles = plot_titles(models["ts"], sounds, tmp_path, monkeypatch)
     assert titles[:2] == ["input", "reconstruction"] and titles[2].startswith("latents")
     note = "note: model.ts has no noise_level (not a rave_ddsp export): no noise-branch panel"

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from rave_ddsp.data.audio import load_audio
+from rave_ddsp.errors import UserError
 from rave_ddsp.runtime.codec import MARGIN_FRAMES, Codec, plan_windows
 from rave_ddsp.runtime.export import build
 from rave_ddsp.runtime.inference import load
@@ -160,6 +161,8 @@ def test_bad_input_fails_clearly_and_writes_nothing(models, audio_folder, tmp_pa
         ("encode", [tmp_path / "nothing_here"], "no such file or folder"),
         ("reconstruct", [audio_folder, "--batch-seconds", "0.01"], "--batch-seconds 0.01 is too short"),
         ("reconstruct", [audio_folder, "--device", "potato"], "--device potato: expected cpu, cuda"),
+        ("reconstruct", [audio_folder, "--model", models["torchscript"], "--precision", "bf16"],
+         "model.ts: --precision bf16 needs the run folder or checkpoint"),
     ]
     if not torch.cuda.is_available():
         cases.append(("encode", [audio_folder, "--device", "cuda"], "has no CUDA device"))
@@ -176,6 +179,43 @@ def test_bad_input_fails_clearly_and_writes_nothing(models, audio_folder, tmp_pa
     assert code == 0
     assert "b.npy: expected a float array [Z, L] (or integer codes [n, L]), got float32 [1, 2, 3]" in out.out
     assert sorted(p.name for p in out_dir.iterdir()) == ["a.wav"]  # no temporary left behind
+
+
+def test_bf16_runs_the_convolution_stacks_in_bfloat16_and_stays_close(models, loaded, audio_folder, tmp_path,
+                                                                     capsys, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # any CPU: slow ones only slower
+    model = load(models["checkpoint"], precision="bf16")
+    module = model.module
+    stacks = [module.encoder.net, module.decoder.net, module.decoder.head, module.decoder.noise.net]
+    assert model.precision == "bf16" and all(p.dtype == torch.bfloat16 for s in stacks for p in s.parameters())
+    assert all(t.dtype == torch.float32 for t in [*module.pqmf.parameters(), *module.pqmf.buffers()])
+    assert module.latent_pca.dtype == torch.float32
+    audio = torch.from_numpy(load_audio(audio_folder / "long.wav", RATE, 1))[None]  # [1, 1, T]
+    reference, out = loaded["checkpoint"].reconstruct(audio), model.reconstruct(audio)
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    error_db = 20 * torch.log10((out - reference).norm() / reference.norm())
+    assert -80 < error_db < -25  # bfloat16 products (nothing like exact), close to float32
+    code, captured = run_script("reconstruct", [audio_folder / "long.wav", "--model", models["checkpoint"],
+                                                "--precision", "bf16", "--output", tmp_path, "--quiet"], capsys)
+    assert code == 0, captured.err
+    written, _ = soundfile.read(str(tmp_path / "long.wav"), dtype="float32")
+    np.testing.assert_allclose(written, out[0, 0].numpy(), atol=1e-6)
+
+
+def test_unknown_precision_is_refused(models):
+    with pytest.raises(UserError, match="--precision 16: expected one of 32, bf16"):
+        load(models["checkpoint"], precision="16")
+
+
+def test_bf16_is_refused_on_an_x86_cpu_without_bfloat16_arithmetic(models, monkeypatch):
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False)
+    with pytest.raises(UserError, match="no bfloat16 arithmetic .AVX512-BF16 or AMX.; bfloat16 convolutions would"):
+        load(models["checkpoint"], precision="bf16")
+    load(models["checkpoint"], precision="32")  # float32 is unaffected
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert load(models["checkpoint"], precision="bf16").precision == "bf16"
 
 
 def test_decode_refuses_latents_that_are_not_latents(models, tmp_path, capsys):
