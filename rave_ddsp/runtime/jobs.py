@@ -74,7 +74,7 @@ def add_model_options(parser: argparse.ArgumentParser, output_help: str) -> None
 
 def add_precision_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="32", choices=PRECISIONS,
-                        help="32: float32 (default); bf16: the convolutions in bfloat16, ~1.5x faster on CPUs with "
+                        help="32: float32 (default); bf16: the convolutions in bfloat16, 1.2-1.9x faster on CPUs with "
                              "AVX512-BF16 or AMX (refused on x86 CPUs without; run folders and checkpoints only)")
 
 
