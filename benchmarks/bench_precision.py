@@ -25,20 +25,16 @@ measured with ``scripts/evaluate.py --precision`` (README, "Benchmarks"). Writes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict
 
 import torch
 
-from benchmarks.bench_stream import load_model_args, offline_input, offline_stats
-from benchmarks.common import alternating, write_results
-from benchmarks.compare_rave import REPO, export_rave, threads_batch
-
-CASES = ("rave", "ours_ts", "ours_32", "ours_bf16", "rave_autocast")
+from benchmarks.bench_stream import load_model_args, offline_input
+from benchmarks.common import write_results
+from benchmarks.compare_rave import REPO, export_rave, interleaved_offline, threads_batch
 
 
 def our_modules(config: Path, seed: int = 0) -> Dict[str, torch.nn.Module]:
@@ -57,25 +53,17 @@ def our_modules(config: Path, seed: int = 0) -> Dict[str, torch.nn.Module]:
     return modules
 
 
-def caller(module: torch.nn.Module, autocast: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    def call(x: torch.Tensor) -> torch.Tensor:
-        context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-        with torch.no_grad(), context:
-            return module(x)
-    return call
+class Autocast(torch.nn.Module):
+    """``inner`` (an export) called under ``torch.autocast("cpu", torch.bfloat16)``."""
 
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.decode_params = inner.decode_params  # what compare_rave.interleaved_offline reads the hop from
 
-def interleaved(calls: Dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
-                rounds: int) -> Dict[str, Dict[str, float]]:
-    """Median / min seconds and realtime factor of each call on ``x`` (one warm-up call each)."""
-    for call in calls.values():
-        call(x)
-    times: Dict[str, List[float]] = {name: [] for name in calls}
-    for name in alternating(list(calls), rounds):
-        start = time.perf_counter()
-        calls[name](x)
-        times[name].append(time.perf_counter() - start)
-    return {name: offline_stats(t, x.shape[-1]) for name, t in times.items()}
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.inner(x)
 
 
 def deviation_db(reference: torch.Tensor, other: torch.Tensor) -> float:
@@ -101,24 +89,22 @@ def main() -> None:
     rave_paths = export_rave(args.export_dir, args.reuse)
     rave = torch.jit.load(str(rave_paths["offline"])).eval()
     ours = our_modules(args.config)
-    calls = {"rave": caller(rave, False), **{name: caller(m, False) for name, m in ours.items()},
-             "rave_autocast": caller(rave, True)}
-    hop = int(ours["ours_32"].hop_length)
-    x = offline_input(hop)
-    deviation = deviation_db(calls["ours_32"](x), calls["ours_bf16"](x))
-    runs = [{"threads": 1, "batch": 1, "cases": interleaved(calls, x, args.calls)}]
+    models = {"rave": rave, **ours, "rave_autocast": Autocast(rave)}
+    x = offline_input(int(ours["ours_32"].hop_length))
+    with torch.no_grad():
+        deviation = deviation_db(ours["ours_32"](x), ours["ours_bf16"](x))
+    runs = [{"threads": 1, "batch": 1, "cases": interleaved_offline(models, args.calls, count=False)}]
     for threads, batch in args.more:
         torch.set_num_threads(threads)
         runs.append({"threads": threads, "batch": batch,
-                     "cases": interleaved(calls, x.repeat(batch, 1, 1), args.more_calls)})
+                     "cases": interleaved_offline(models, args.more_calls, batch, count=False)})
         torch.set_num_threads(1)
     for run in runs:
         rave_s = run["cases"]["rave"]["median_s"]
         run["speedup_over_rave"] = {name: rave_s / stats["median_s"] for name, stats in run["cases"].items()}
     settings = {
         "config": str(args.config), "rave": f"acids-rave=={rave_paths['rave_version']} (v2.gin, scripts/export.py)",
-        "calls": args.calls, "more_calls": args.more_calls, "weights": "untrained (random init)",
-        "audio_seconds": x.shape[-1] / 44100, "cases": {
+        "calls": args.calls, "more_calls": args.more_calls, "weights": "untrained (random init)", "cases": {
             "rave": "official RAVE v2 offline export, float32", "ours_ts": "our offline export, float32",
             "ours_32": "eager (as scripts run a run folder), float32",
             "ours_bf16": "eager, convolution stacks in bfloat16 (--precision bf16)",

@@ -424,7 +424,7 @@ def markdown(report: dict) -> str:
              [SILENCE_LABEL] + [f"{m['silence_db']:.1f}" for m in models],
              ["parameters"] + [f"{m['parameters'] / 1e6:.3f} M" for m in models],
              [f"realtime factor ({TIMING_THREADS} thread) ↓"] + [f"{m['realtime_factor']:.4f}" for m in models],
-             ["precision"] + [m.get("precision", "32") for m in models],
+             ["precision"] + [m["precision"] for m in models],
              ["sample rate"] + [f"{m['sample_rate']} Hz" for m in models],
              ["codes: codebooks (bitrate)"] + [f"{m['codebooks']} of {m['n_codebooks']} ({m['bitrate_bps'] / 1000:.2f} "
                                                "kbps)" if "codebooks" in m else "-" for m in models],

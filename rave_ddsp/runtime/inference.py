@@ -14,7 +14,7 @@ import math
 import platform
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, Optional, Union
 
 import torch
 from torch import Tensor
@@ -180,9 +180,9 @@ class BFloat16(torch.nn.Module):
         return self.inner(x.to(torch.bfloat16)).float()
 
 
-def to_bfloat16(module) -> Tuple[str, ...]:
+def to_bfloat16(module) -> None:
     """Run the convolution stacks of an eager export (:class:`rave_ddsp.runtime.export.ExportedModel`)
-    in bfloat16, in place; the names of the stacks converted.
+    in bfloat16, in place.
 
     The encoder's and decoder's stacks, the waveform head and the noise branch's stack hold all
     the products; they get bfloat16 weights and activations (oneDNN accumulates in float32). The
@@ -190,12 +190,9 @@ def to_bfloat16(module) -> Tuple[str, ...]:
     amplitude envelope and the noise filters' FFTs stay in float32. Faster where the CPU
     multiplies bfloat16 natively (AVX512-BF16, AMX; README, "Benchmarks"), slower where it does not.
     """
-    stacks = {"encoder.net": module.encoder, "decoder.net": module.decoder,
-              "decoder.head": module.decoder, "decoder.noise.net": module.decoder.noise}
-    for name, owner in stacks.items():
-        attribute = name.rsplit(".", 1)[1]
-        setattr(owner, attribute, BFloat16(getattr(owner, attribute)))
-    return tuple(stacks)
+    for owner, name in ((module.encoder, "net"), (module.decoder, "net"), (module.decoder, "head"),
+                        (module.decoder.noise, "net")):
+        setattr(owner, name, BFloat16(getattr(owner, name)))
 
 
 def codebook_fingerprint(quantizer) -> str:
